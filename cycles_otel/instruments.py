@@ -1,0 +1,96 @@
+"""Every metric instrument of the telemetry contract, created once per meter provider."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Final
+
+from opentelemetry import metrics
+from opentelemetry.metrics import Meter, MeterProvider
+
+from cycles_otel.balance_board import BalanceBoard
+from cycles_otel.cardinality import CardinalityGuard
+from cycles_otel.semconv import LABEL_SCOPE, SCHEMA_URL
+from cycles_otel.version import __version__
+
+# GenAI semconv advisory boundaries.
+TOKEN_BUCKETS: Final = tuple(float(4**i) for i in range(14))  # 1, 4, 16, ..., 67108864
+GENAI_DURATION_BUCKETS: Final = (
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+)  # fmt: skip
+# Authority round trips are milliseconds on a LAN and seconds when something is wrong.
+PROTOCOL_DURATION_BUCKETS: Final = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+METER_NAME: Final = "cycles_otel"
+
+
+class Instruments:
+    """The instruments of one meter; the budget gauges read ``board``."""
+
+    def __init__(self, meter: Meter, guard: CardinalityGuard | None = None) -> None:
+        self.guard = guard or CardinalityGuard.from_env()
+        self.board = BalanceBoard(lambda scope: self.guard.bound(LABEL_SCOPE, scope))
+        self.reservations = meter.create_counter(
+            "cycles.client.reservations", "{reservation}", "Reservation decisions, by decision and reason."
+        )
+        self.settlements = meter.create_counter(
+            "cycles.client.settlements", "{reservation}", "Reservations settled, by outcome."
+        )
+        self.reserved = meter.create_counter(
+            "cycles.client.reserved", "{amount}", "Amount reserved, in the budget's unit."
+        )
+        self.charged = meter.create_counter(
+            "cycles.client.charged", "{amount}", "Amount charged by commits and events, in the budget's unit."
+        )
+        self.cost_usd = meter.create_counter(
+            "cycles.client.cost.usd", "{USD}", "Priced cost of governed LLM calls in US dollars."
+        )
+        self.operation_duration = meter.create_histogram(
+            "cycles.client.operation.duration",
+            "s",
+            "Duration of Cycles protocol calls.",
+            explicit_bucket_boundaries_advisory=PROTOCOL_DURATION_BUCKETS,
+        )
+        self.active_reservations = meter.create_up_down_counter(
+            "cycles.client.active_reservations", "{reservation}", "Reservations held and not yet settled."
+        )
+        self.token_usage = meter.create_histogram(
+            "gen_ai.client.token.usage",
+            "{token}",
+            "Number of input and output tokens used.",
+            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+        )
+        self.genai_duration = meter.create_histogram(
+            "gen_ai.client.operation.duration",
+            "s",
+            "GenAI operation duration.",
+            explicit_bucket_boundaries_advisory=GENAI_DURATION_BUCKETS,
+        )
+        self.label_overflow = meter.create_counter(
+            "cycles.otel.label_overflow",
+            "{value}",
+            "Label values collapsed to 'other' by the cardinality guard.",
+        )
+        self.board.register_gauges(meter)
+
+
+_cache: weakref.WeakKeyDictionary[MeterProvider, Instruments] = weakref.WeakKeyDictionary()
+_cache_lock = threading.Lock()
+
+
+def get_instruments(
+    meter_provider: MeterProvider | None = None, guard: CardinalityGuard | None = None
+) -> Instruments:
+    """The one :class:`Instruments` of ``meter_provider`` (default: the global provider)."""
+    provider = meter_provider or metrics.get_meter_provider()
+    with _cache_lock:
+        found = _cache.get(provider)
+        if found is None:
+            meter = provider.get_meter(METER_NAME, __version__, schema_url=SCHEMA_URL)
+            found = _cache[provider] = Instruments(meter, guard)
+        elif guard is not None:
+            found.guard = guard
+        return found

@@ -1,0 +1,103 @@
+"""Span names and attribute keys of the telemetry contract (``cycles.*`` ours, the rest from semconv)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as _gen_ai
+from opentelemetry.semconv.attributes import error_attributes as _error
+
+SCHEMA_URL: Final = "https://opentelemetry.io/schemas/1.37.0"
+
+# --- span names -----------------------------------------------------------------------------
+SPAN_RESERVATION: Final = "cycles.reservation"
+"""INTERNAL span around one governed LLM call: reserve, call, settle."""
+SPAN_RESERVE: Final = "cycles.reserve"
+SPAN_COMMIT: Final = "cycles.commit"
+SPAN_RELEASE: Final = "cycles.release"
+SPAN_EXTEND: Final = "cycles.extend"
+SPAN_DECIDE: Final = "cycles.decide"
+SPAN_EVENT: Final = "cycles.event"
+SPAN_BALANCES: Final = "cycles.balances"
+SPAN_GET_RESERVATION: Final = "cycles.get_reservation"
+SPAN_LIST_RESERVATIONS: Final = "cycles.list_reservations"
+
+# --- cycles.* span attributes ------------------------------------------------------------------
+CYCLES_OPERATION: Final = "cycles.operation"
+CYCLES_RESERVATION_ID: Final = "cycles.reservation.id"
+CYCLES_DECISION: Final = "cycles.decision"
+CYCLES_REASON: Final = "cycles.reason"
+CYCLES_ESTIMATE_AMOUNT: Final = "cycles.estimate.amount"
+CYCLES_ACTUAL_AMOUNT: Final = "cycles.actual.amount"
+CYCLES_ACTUAL_SOURCE: Final = "cycles.actual.source"
+CYCLES_CHARGED_AMOUNT: Final = "cycles.charged.amount"
+CYCLES_RELEASED_AMOUNT: Final = "cycles.released.amount"
+CYCLES_UNIT: Final = "cycles.unit"
+CYCLES_SCOPE: Final = "cycles.scope"
+CYCLES_AFFECTED_SCOPES: Final = "cycles.affected_scopes"
+CYCLES_SUBJECT_PREFIX: Final = "cycles.subject."
+SUBJECT_FIELDS: Final = ("tenant", "workspace", "app", "workflow", "agent", "toolset")
+CYCLES_ACTION_KIND: Final = "cycles.action.kind"
+CYCLES_ACTION_NAME: Final = "cycles.action.name"
+CYCLES_OUTCOME: Final = "cycles.outcome"
+CYCLES_REQUEST_ID: Final = "cycles.request_id"
+CYCLES_DRY_RUN: Final = "cycles.dry_run"
+CYCLES_OVER_LIMIT: Final = "cycles.over_limit"
+CYCLES_CAPS_MAX_TOKENS: Final = "cycles.caps.max_tokens"
+CYCLES_CAPS_TOOLS_REMOVED: Final = "cycles.caps.tools_removed"
+CYCLES_COST_USD: Final = "cycles.cost.usd"
+CYCLES_LATE_SETTLEMENT: Final = "cycles.late_settlement"
+HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
+
+# --- span events --------------------------------------------------------------------------------
+EVENT_DENIED: Final = "cycles.denied"
+EVENT_BUDGET_EXHAUSTED: Final = "cycles.budget_exhausted"
+
+# --- metric labels (Prometheus: dots become underscores) ----------------------------------------
+LABEL_DECISION: Final = "cycles.decision"
+LABEL_REASON: Final = "cycles.reason"
+LABEL_ACTION_KIND: Final = "cycles.action.kind"
+LABEL_ACTION_NAME: Final = "cycles.action.name"
+LABEL_OUTCOME: Final = "cycles.outcome"
+LABEL_UNIT: Final = "cycles.unit"
+LABEL_OPERATION: Final = "cycles.operation"
+LABEL_SCOPE: Final = "cycles.scope"
+
+# --- values -----------------------------------------------------------------------------------
+DECISION_ALLOW: Final = "ALLOW"
+DECISION_ALLOW_WITH_CAPS: Final = "ALLOW_WITH_CAPS"
+DECISION_DENY: Final = "DENY"
+OUTCOME_COMMITTED: Final = "committed"
+OUTCOME_RELEASED: Final = "released"
+OUTCOME_RECOVERED: Final = "recovered"
+OUTCOME_FAILED: Final = "failed"
+ACTUAL_SOURCE_USAGE: Final = "usage"
+ACTUAL_SOURCE_ESTIMATED: Final = "estimated"
+DENIAL_CODES: Final = frozenset(
+    {
+        "BUDGET_EXCEEDED",
+        "OVERDRAFT_LIMIT_EXCEEDED",
+        "DEBT_OUTSTANDING",
+        "BUDGET_FROZEN",
+        "BUDGET_CLOSED",
+        "TENANT_CLOSED",
+    }
+)
+
+# --- semconv re-exports, so logic never spells a key twice --------------------------------------
+ERROR_TYPE: Final = _error.ERROR_TYPE
+GEN_AI_OPERATION_NAME: Final = _gen_ai.GEN_AI_OPERATION_NAME
+GEN_AI_PROVIDER_NAME: Final = _gen_ai.GEN_AI_PROVIDER_NAME
+GEN_AI_REQUEST_MODEL: Final = _gen_ai.GEN_AI_REQUEST_MODEL
+GEN_AI_REQUEST_MAX_TOKENS: Final = _gen_ai.GEN_AI_REQUEST_MAX_TOKENS
+GEN_AI_RESPONSE_MODEL: Final = _gen_ai.GEN_AI_RESPONSE_MODEL
+GEN_AI_RESPONSE_FINISH_REASONS: Final = _gen_ai.GEN_AI_RESPONSE_FINISH_REASONS
+GEN_AI_USAGE_INPUT_TOKENS: Final = _gen_ai.GEN_AI_USAGE_INPUT_TOKENS
+GEN_AI_USAGE_OUTPUT_TOKENS: Final = _gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS
+GEN_AI_AGENT_NAME: Final = _gen_ai.GEN_AI_AGENT_NAME
+GEN_AI_AGENT_ID: Final = _gen_ai.GEN_AI_AGENT_ID
+GEN_AI_TOKEN_TYPE: Final = _gen_ai.GEN_AI_TOKEN_TYPE
+GEN_AI_INPUT_MESSAGES: Final = _gen_ai.GEN_AI_INPUT_MESSAGES
+GEN_AI_OUTPUT_MESSAGES: Final = _gen_ai.GEN_AI_OUTPUT_MESSAGES
+GEN_AI_OPERATION_CHAT: Final = "chat"
+CAPTURE_CONTENT_ENV: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"

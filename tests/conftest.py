@@ -1,0 +1,37 @@
+"""Shared fixtures: in-memory telemetry, and binaries that must exist under CI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from cycles_otel.testing.telemetry import TelemetryCapture
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def require_binary(name: str) -> str:
+    """Path of ``name``; skip when missing, except under ``CI=true`` where it is a failure."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (apt-get install -y prometheus)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def telemetry() -> Iterator[TelemetryCapture]:
+    capture = TelemetryCapture()
+    yield capture
+    capture.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _no_commit_journal(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """runcycles journals commits under ~/.runcycles; keep each test's journal private."""
+    monkeypatch.setenv("CYCLES_JOURNAL_DIR", str(tmp_path_factory.mktemp("journal")))
