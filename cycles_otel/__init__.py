@@ -4,7 +4,8 @@
 """
 
 from cycles_otel.cardinality import CardinalityGuard
+from cycles_otel.instrumentor import CyclesInstrumentor
 from cycles_otel.instruments import Instruments, get_instruments
 from cycles_otel.version import __version__
 
-__all__ = ["CardinalityGuard", "Instruments", "__version__", "get_instruments"]
+__all__ = ["CardinalityGuard", "CyclesInstrumentor", "Instruments", "__version__", "get_instruments"]

@@ -1,0 +1,328 @@
+"""Every protocol operation, sync and async, over HTTP: its span, its metrics and the traceparent sent."""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeAlias
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.trace import SpanKind, StatusCode
+from runcycles import AsyncCyclesClient, CyclesClient, CyclesConfig  # type: ignore[import-untyped]
+
+from cycles_otel import semconv as sc
+from cycles_otel.instrumentor import CyclesInstrumentor
+from cycles_otel.testing.authority import LocalCyclesServer
+from cycles_otel.testing.telemetry import TelemetryCapture
+
+TENANT = "acme"
+SCOPE = f"tenant:{TENANT}"
+UNIT = "USD_MICROCENTS"
+Client: TypeAlias = Any  # CyclesClient or AsyncCyclesClient (runcycles ships no type information)
+
+
+# --- helpers shared with the other protocol-layer test modules ------------------------------------
+@contextmanager
+def authority(allocated: int = 1_000_000) -> Iterator[tuple[LocalCyclesServer, CyclesConfig]]:
+    with LocalCyclesServer() as server:
+        server.set_budget(SCOPE, allocated, unit=UNIT)
+        yield server, server.config(server.create_api_key(TENANT), tenant=TENANT)
+
+
+@contextmanager
+def instrumented(telemetry: TelemetryCapture) -> Iterator[CyclesInstrumentor]:
+    instrumentor = CyclesInstrumentor()
+    instrumentor.instrument(
+        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+    )
+    try:
+        yield instrumentor
+    finally:
+        instrumentor.uninstrument()
+
+
+async def call(client: Client, method: str, *args: Any, **kwargs: Any) -> Any:
+    """Call a protocol method of a sync or an async client alike."""
+    result = getattr(client, method)(*args, **kwargs)
+    return await result if inspect.isawaitable(result) else result
+
+
+def make_client(kind: str, config: CyclesConfig) -> Client:
+    return CyclesClient(config) if kind == "sync" else AsyncCyclesClient(config)
+
+
+async def close(client: Client) -> None:
+    if isinstance(client, AsyncCyclesClient):
+        await client.aclose()
+    else:
+        client.close()
+
+
+def reserve_body(estimate: int, *, dry_run: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "idempotency_key": str(uuid.uuid4()),
+        "subject": {"tenant": TENANT, "agent": "writer"},
+        "action": {"kind": "llm.completion", "name": "gpt-4o"},
+        "estimate": {"unit": UNIT, "amount": estimate},
+        "ttl_ms": 60_000,
+    }
+    if dry_run:
+        body["dry_run"] = True
+    return body
+
+
+def settle_body(**fields: Any) -> dict[str, Any]:
+    return {"idempotency_key": str(uuid.uuid4()), **fields}
+
+
+def hex_ids(span: ReadableSpan) -> tuple[str, str]:
+    assert span.context is not None
+    return format(span.context.trace_id, "032x"), format(span.context.span_id, "016x")
+
+
+def traceparents(server: LocalCyclesServer) -> list[tuple[str, str]]:
+    """(trace id, span id) of every traceparent the authority received, in order."""
+    found = []
+    for request in server.requests:
+        header = request.headers.get("traceparent")
+        assert header, f"{request.method} {request.path} reached the authority without traceparent"
+        _, trace_id, span_id, _ = header.split("-")
+        found.append((trace_id, span_id))
+    return found
+
+
+# --- fixtures -----------------------------------------------------------------------------------
+@pytest.fixture(params=["sync", "async"])
+async def setup(
+    request: pytest.FixtureRequest, telemetry: TelemetryCapture
+) -> AsyncIterator[tuple[LocalCyclesServer, Client]]:
+    with authority() as (server, config):
+        client = make_client(request.param, config)  # created before instrument(): must still be traced
+        with instrumented(telemetry):
+            yield server, client
+        await close(client)
+
+
+# --- tests --------------------------------------------------------------------------------------
+async def test_every_operation_gives_a_client_span_metrics_and_a_traceparent(
+    setup: tuple[LocalCyclesServer, Client], telemetry: TelemetryCapture
+) -> None:
+    server, client = setup
+    tracer = telemetry.tracer_provider.get_tracer("test")
+    with tracer.start_as_current_span("caller") as caller:
+        held = await call(client, "create_reservation", reserve_body(1_000))
+        rid = held.body["reservation_id"]
+        extended = await call(client, "extend_reservation", rid, settle_body(extend_by_ms=30_000))
+        fetched = await call(client, "get_reservation", rid)
+        listed = await call(client, "list_reservations", tenant=TENANT)
+        balances = await call(client, "get_balances", tenant=TENANT)
+        decided = await call(client, "decide", {k: v for k, v in reserve_body(10).items() if k != "ttl_ms"})
+        committed = await call(
+            client, "commit_reservation", rid, settle_body(actual={"unit": UNIT, "amount": 700})
+        )
+        second = await call(client, "create_reservation", reserve_body(500))
+        released = await call(client, "release_reservation", second.body["reservation_id"], settle_body())
+        event = await call(
+            client,
+            "create_event",
+            {
+                **settle_body(actual={"unit": UNIT, "amount": 300}),
+                "subject": {"tenant": TENANT},
+                "action": {"kind": "tool.search", "name": "web"},
+            },
+        )
+    responses = [held, extended, fetched, listed, balances, decided, committed, second, released, event]
+    assert all(r.is_success for r in responses), [(r.status, r.body) for r in responses]
+
+    spans = [s for s in telemetry.spans() if s.name != "caller"]
+    assert [s.name for s in spans] == [
+        sc.SPAN_RESERVE, sc.SPAN_EXTEND, sc.SPAN_GET_RESERVATION, sc.SPAN_LIST_RESERVATIONS, sc.SPAN_BALANCES,
+        sc.SPAN_DECIDE, sc.SPAN_COMMIT, sc.SPAN_RESERVE, sc.SPAN_RELEASE, sc.SPAN_EVENT,
+    ]  # fmt: skip
+    for span, response in zip(spans, responses, strict=True):
+        assert span.kind is SpanKind.CLIENT
+        assert span.parent is not None and span.parent.span_id == caller.get_span_context().span_id
+        assert span.status.status_code is StatusCode.UNSET
+        assert span.attributes is not None
+        assert span.attributes[sc.CYCLES_OPERATION] == span.name.removeprefix("cycles.")
+        assert span.attributes[sc.HTTP_RESPONSE_STATUS_CODE] == response.status
+        assert span.attributes[sc.CYCLES_REQUEST_ID] == response.request_id
+    # The authority joined the trace of exactly the span that made each request.
+    assert traceparents(server) == [hex_ids(s) for s in spans]
+
+    reserve = dict(spans[0].attributes or {})
+    assert reserve[sc.CYCLES_RESERVATION_ID] == rid
+    assert reserve[sc.CYCLES_DECISION] == sc.DECISION_ALLOW
+    assert reserve[sc.CYCLES_SUBJECT_PREFIX + "tenant"] == TENANT
+    assert reserve[sc.CYCLES_SUBJECT_PREFIX + "agent"] == "writer"
+    assert (reserve[sc.CYCLES_ACTION_KIND], reserve[sc.CYCLES_ACTION_NAME]) == ("llm.completion", "gpt-4o")
+    assert (reserve[sc.CYCLES_ESTIMATE_AMOUNT], reserve[sc.CYCLES_UNIT]) == (1_000, UNIT)
+    assert reserve[sc.CYCLES_SCOPE] == held.body["scope_path"]
+    assert list(reserve[sc.CYCLES_AFFECTED_SCOPES]) == held.body["affected_scopes"]  # type: ignore[arg-type]
+    commit = dict(spans[6].attributes or {})
+    assert commit[sc.CYCLES_RESERVATION_ID] == rid
+    assert (commit[sc.CYCLES_ACTUAL_AMOUNT], commit[sc.CYCLES_CHARGED_AMOUNT]) == (700, 700)
+    assert commit[sc.CYCLES_OUTCOME] == sc.OUTCOME_COMMITTED
+    assert sc.CYCLES_LATE_SETTLEMENT not in commit
+    release = dict(spans[8].attributes or {})
+    assert (release[sc.CYCLES_RELEASED_AMOUNT], release[sc.CYCLES_OUTCOME]) == (500, sc.OUTCOME_RELEASED)
+    assert dict(spans[9].attributes or {})[sc.CYCLES_CHARGED_AMOUNT] == 300
+    assert dict(spans[5].attributes or {})[sc.CYCLES_DECISION] == sc.DECISION_ALLOW
+
+    for span in spans:
+        operation = span.name.removeprefix("cycles.")
+        expected = 2 if operation == "reserve" else 1
+        assert telemetry.count("cycles.client.operation.duration", cycles__operation=operation) == expected
+    allowed = {"cycles__action__kind": "llm.completion", "cycles__action__name": "gpt-4o"}
+    assert telemetry.value("cycles.client.reservations", cycles__decision=sc.DECISION_ALLOW, **allowed) == 2
+    assert telemetry.value("cycles.client.reserved", cycles__unit=UNIT) == 1_500
+    assert telemetry.value("cycles.client.settlements", cycles__outcome=sc.OUTCOME_COMMITTED) == 1
+    assert telemetry.value("cycles.client.settlements", cycles__outcome=sc.OUTCOME_RELEASED) == 1
+    spent = server.ledger().scopes[SCOPE].spent
+    assert spent == 1_000
+    assert telemetry.value("cycles.client.charged", cycles__unit=UNIT) == spent
+    assert telemetry.value("cycles.client.active_reservations") == 0
+    assert telemetry.value("cycles.budget.spent", cycles__scope=SCOPE, cycles__unit=UNIT) == spent
+    for point in telemetry.points("cycles.client.reservations"):
+        assert not any("id" in key or "scope" in key for key in (point.attributes or {}))
+
+
+async def test_a_denied_reservation_is_a_decision_not_an_error(
+    setup: tuple[LocalCyclesServer, Client], telemetry: TelemetryCapture
+) -> None:
+    server, client = setup
+    denied = await call(client, "create_reservation", reserve_body(5_000_000))
+    dry = await call(client, "create_reservation", reserve_body(5_000_000, dry_run=True))
+    decided = await call(
+        client, "decide", {k: v for k, v in reserve_body(5_000_000).items() if k != "ttl_ms"}
+    )
+    assert denied.status == 409 and denied.body["error"] == "BUDGET_EXCEEDED"
+    assert dry.status == decided.status == 200
+    assert dry.body["decision"] == decided.body["decision"] == sc.DECISION_DENY
+
+    reserve, dry_reserve = telemetry.spans(sc.SPAN_RESERVE)
+    for span in (reserve, dry_reserve, telemetry.span(sc.SPAN_DECIDE)):
+        attributes = dict(span.attributes or {})
+        assert attributes[sc.CYCLES_DECISION] == sc.DECISION_DENY
+        assert attributes[sc.CYCLES_REASON] == "BUDGET_EXCEEDED"
+        assert sc.ERROR_TYPE not in attributes
+        assert span.status.status_code is StatusCode.UNSET
+        assert [e.name for e in span.events] == [sc.EVENT_DENIED]
+        assert dict(span.events[0].attributes or {})[sc.CYCLES_REASON] == "BUDGET_EXCEEDED"
+    assert dict(dry_reserve.attributes or {})[sc.CYCLES_DRY_RUN] is True
+    # One reservation decision: dry runs and /decide reserve nothing.
+    assert telemetry.value("cycles.client.reservations") == 1
+    assert (
+        telemetry.value(
+            "cycles.client.reservations", cycles__decision="DENY", cycles__reason="BUDGET_EXCEEDED"
+        )
+        == 1
+    )
+    assert telemetry.value("cycles.client.reserved") == 0
+    assert telemetry.count("cycles.client.operation.duration", cycles__operation="reserve") == 2
+    assert all(
+        sc.ERROR_TYPE not in (p.attributes or {})
+        for p in telemetry.points("cycles.client.operation.duration")
+    )
+    assert telemetry.value("cycles.client.active_reservations") == 0
+    assert server.ledger().count(status="ACTIVE") == 0
+
+
+async def test_server_errors_transport_errors_and_rejections_are_span_errors(
+    setup: tuple[LocalCyclesServer, Client], telemetry: TelemetryCapture
+) -> None:
+    server, client = setup
+    server.faults.fail("reserve", 500, error="INTERNAL_ERROR")
+    server.faults.drop("balances")
+    failed = await call(client, "create_reservation", reserve_body(100))
+    dropped = await call(client, "get_balances", tenant=TENANT)
+    unknown = await call(
+        client, "commit_reservation", "res_missing", settle_body(actual={"unit": UNIT, "amount": 1})
+    )
+    assert failed.status == 500 and dropped.status == -1 and 400 <= unknown.status < 500
+    transport_error = type(dropped.transport_exception).__name__
+
+    expected = {
+        sc.SPAN_RESERVE: ("INTERNAL_ERROR", 500),
+        sc.SPAN_BALANCES: (transport_error, None),
+        sc.SPAN_COMMIT: (unknown.body["error"], unknown.status),
+    }
+    for name, (error_type, status) in expected.items():
+        span = telemetry.span(name)
+        attributes = dict(span.attributes or {})
+        assert span.status.status_code is StatusCode.ERROR
+        assert attributes[sc.ERROR_TYPE] == error_type
+        assert attributes.get(sc.HTTP_RESPONSE_STATUS_CODE) == status
+        operation = name.removeprefix("cycles.")
+        assert (
+            telemetry.count(
+                "cycles.client.operation.duration", cycles__operation=operation, error__type=error_type
+            )
+            == 1
+        )
+    assert telemetry.value("cycles.client.reservations") == 0
+    assert telemetry.value("cycles.client.settlements", cycles__outcome=sc.OUTCOME_FAILED) == 1
+    assert telemetry.value("cycles.client.charged") == 0
+
+
+async def test_a_failing_call_raises_its_own_exception_and_ends_its_span(
+    setup: tuple[LocalCyclesServer, Client], telemetry: TelemetryCapture
+) -> None:
+    _, client = setup
+    with pytest.raises(ValueError, match="subject filter") as raised:
+        await call(client, "get_balances")  # runcycles refuses an unfiltered balance query
+    span = telemetry.span(sc.SPAN_BALANCES)
+    assert span.status.status_code is StatusCode.ERROR
+    assert dict(span.attributes or {})[sc.ERROR_TYPE] == "ValueError"
+    assert [e.attributes["exception.message"] for e in span.events] == [str(raised.value)]  # type: ignore[index]
+
+
+async def test_unsampled_calls_still_count_and_still_propagate(telemetry: TelemetryCapture) -> None:
+    unsampled = TracerProvider(sampler=ALWAYS_OFF)
+    with authority() as (server, config):
+        instrumentor = CyclesInstrumentor()
+        instrumentor.instrument(tracer_provider=unsampled, meter_provider=telemetry.meter_provider)
+        try:
+            async with AsyncCyclesClient(config) as client:
+                held = await client.create_reservation(reserve_body(1_000))
+                await client.commit_reservation(
+                    held.body["reservation_id"], settle_body(actual={"unit": UNIT, "amount": 250})
+                )
+        finally:
+            instrumentor.uninstrument()
+        headers = [request.headers["traceparent"] for request in server.requests]
+    assert telemetry.value("cycles.client.charged", cycles__unit=UNIT) == 250
+    assert telemetry.count("cycles.client.operation.duration") == 2
+    assert telemetry.value("cycles.client.active_reservations") == 0
+    # Not sampled here, but the authority still joins the (unsampled) trace: the sampled bit is clear.
+    assert len({h.split("-")[1] for h in headers}) == 2
+    assert all(int(h.split("-")[3], 16) & 0x01 == 0 for h in headers)
+
+
+async def test_repeated_settlements_count_once_and_the_active_gauge_never_goes_negative(
+    setup: tuple[LocalCyclesServer, Client], telemetry: TelemetryCapture
+) -> None:
+    server, client = setup
+    held = await call(client, "create_reservation", reserve_body(1_000))
+    rid = held.body["reservation_id"]
+    commit = settle_body(actual={"unit": UNIT, "amount": 900})
+    first = await call(client, "commit_reservation", rid, commit)
+    replayed = await call(client, "commit_reservation", rid, commit)  # same key: the authority replays
+    again = await call(client, "commit_reservation", rid, settle_body(actual={"unit": UNIT, "amount": 900}))
+    late_release = await call(client, "release_reservation", rid, settle_body())
+    assert (first.status, replayed.status) == (200, 200)
+    assert again.status == late_release.status == 409
+    spent = server.ledger().scopes[SCOPE].spent
+    assert spent == 900
+    assert telemetry.value("cycles.client.charged", cycles__unit=UNIT) == spent
+    assert telemetry.value("cycles.client.settlements") == 1
+    assert telemetry.value("cycles.client.active_reservations") == 0
+    assert [dict(s.attributes or {}).get(sc.ERROR_TYPE) for s in telemetry.spans(sc.SPAN_COMMIT)] == [
+        None,
+        None,
+        again.body["error"],
+    ]
