@@ -1,0 +1,130 @@
+"""``cycles-otel authority`` as a subprocess: serves, prints its key, stops cleanly, refuses bad input."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from cycles_otel.testing.authority.cli import UsageError, parse_amount, parse_budget
+
+COMMAND = [sys.executable, "-m", "cycles_otel.cli", "authority"]
+
+
+@pytest.fixture
+def running() -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
+    process = subprocess.Popen(
+        [
+            *COMMAND,
+            "--port",
+            "0",
+            "--tenant",
+            "acme",
+            "--budget",
+            "tenant:acme=5USD",
+            "--budget",
+            "tenant:acme/workflow:x=200000000",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    printed: dict[str, str] = {}
+    assert process.stdout is not None
+    while "CYCLES_TENANT" not in printed:
+        line = process.stdout.readline()
+        assert line, f"authority exited early: {process.stderr.read() if process.stderr else ''}"
+        name, sep, value = line.strip().partition("=")
+        if sep:
+            printed[name] = value
+    yield process, printed
+    if process.poll() is None:
+        process.kill()
+        process.wait(timeout=5)
+
+
+def _call(url: str, key: str, body: dict[str, object] | None = None) -> dict[str, object]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data=data, headers={"X-Cycles-API-Key": key, "Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        parsed: dict[str, object] = json.loads(response.read())
+        return parsed
+
+
+def test_the_command_serves_until_sigterm(running: tuple[subprocess.Popen[str], dict[str, str]]) -> None:
+    process, printed = running
+    base, key = printed["CYCLES_BASE_URL"], printed["CYCLES_API_KEY"]
+    created = _call(
+        f"{base}/v1/reservations",
+        key,
+        {
+            "idempotency_key": "cli-1",
+            "subject": {"tenant": "acme", "workflow": "x"},
+            "action": {"kind": "llm.completion", "name": "gpt-4o"},
+            "estimate": {"unit": "USD_MICROCENTS", "amount": 150_000_000},
+        },
+    )
+    assert created["decision"] == "ALLOW"
+    balances = _call(f"{base}/v1/balances?tenant=acme", key)["balances"]
+    assert isinstance(balances, list)
+    assert {b["scope"]: b["remaining"]["amount"] for b in balances} == {
+        "tenant:acme": 350_000_000,
+        "tenant:acme/workflow:x": 50_000_000,
+    }
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=10) == 0
+
+
+def test_bad_budget_syntax_exits_2_naming_the_flag() -> None:
+    result = subprocess.run(
+        [*COMMAND, "--port", "0", "--budget", "acme=5"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert "--budget" in result.stderr and "tenant:acme=5USD" in result.stderr
+
+
+def test_a_taken_port_exits_1_with_a_clear_message() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = subprocess.run([*COMMAND, "--port", str(port)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "--port" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("5USD", (500_000_000, "USD_MICROCENTS")),
+        ("2.5usd", (250_000_000, "USD_MICROCENTS")),
+        ("42", (42, "TOKENS")),
+    ],
+)
+def test_amounts_accept_dollars_or_integers(text: str, expected: tuple[int, str]) -> None:
+    assert parse_amount(text, "TOKENS") == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["tenant:acme=", "=5USD", "tenant:acme=1.5", "tenant:acme=0.000000001USD", "team:x=1", "workflow:x=1"],
+)
+def test_malformed_budgets_are_refused(text: str) -> None:
+    with pytest.raises(UsageError, match="--budget"):
+        parse_budget(text, "USD_MICROCENTS")
+
+
+def test_a_budget_scope_is_canonicalised() -> None:
+    assert parse_budget("tenant:ACME/agent:Writer=1USD", "USD_MICROCENTS") == (
+        "tenant:acme/agent:writer",
+        100_000_000,
+        "USD_MICROCENTS",
+    )
