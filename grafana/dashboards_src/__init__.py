@@ -1,0 +1,26 @@
+"""Generator of the Grafana dashboards in grafana/dashboards/ (run ``python -m grafana.dashboards_src``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import agents, budgets, reservations
+from .builder import JSON
+
+OUTPUT_DIR = Path(__file__).resolve().parents[1] / "dashboards"
+BUILDERS = {
+    "budgets.json": budgets.build,
+    "reservations.json": reservations.build,
+    "agents-models.json": agents.build,
+}
+
+
+def render(dashboard: JSON) -> str:
+    """The committed form: two-space indent, stable key order, trailing newline."""
+    return json.dumps(dashboard, indent=2, ensure_ascii=False) + "\n"
+
+
+def rendered() -> dict[str, str]:
+    """File name -> JSON text of every dashboard."""
+    return {name: render(build()) for name, build in BUILDERS.items()}

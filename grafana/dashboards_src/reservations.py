@@ -1,0 +1,176 @@
+"""The Reservations dashboard: lifecycle rates, active reservations, authority latency and errors."""
+
+from __future__ import annotations
+
+from .builder import JSON, dashboard, label_variable, panel, target, targets
+
+ACTION = 'cycles_action_name=~"$model"'
+OPERATION = 'cycles_operation=~"$operation"'
+DURATION = "cycles_client_operation_duration_seconds"
+ACTION_SPANS = (
+    '{ name = "cycles.reservation" && span.cycles.action.name = "${__field.labels.cycles_action_name}" }'
+)
+OUTCOME_SPANS = '{ name = "cycles.reservation" && span.cycles.outcome = "${__field.labels.cycles_outcome}" }'
+OPERATION_SPANS = '{ name = "cycles.${__field.labels.cycles_operation}" }'
+
+
+def _quantile(q: str) -> str:
+    return (
+        f"histogram_quantile({q}, sum by (le, cycles_operation) "
+        f"(rate({DURATION}_bucket{{{OPERATION}}}[$__rate_interval])))"
+    )
+
+
+def build() -> JSON:
+    panels = [
+        panel(
+            "timeseries",
+            "Reservation decisions",
+            "Reservations per second by decision (ALLOW, ALLOW_WITH_CAPS, DENY).",
+            "reqps",
+            [
+                target(
+                    "sum by (cycles_decision) "
+                    f"(rate(cycles_client_reservations_total{{{ACTION}}}[$__rate_interval]))",
+                    "{{cycles_decision}}",
+                )
+            ],
+        ),
+        panel(
+            "timeseries",
+            "Decisions by action",
+            "Reservations per second by action (the model of a governed LLM call) and decision.",
+            "reqps",
+            [
+                target(
+                    "sum by (cycles_action_name, cycles_decision) "
+                    f"(rate(cycles_client_reservations_total{{{ACTION}}}[$__rate_interval]))",
+                    "{{cycles_action_name}} {{cycles_decision}}",
+                )
+            ],
+            traceql=ACTION_SPANS,
+        ),
+        panel(
+            "timeseries",
+            "Settlements by outcome",
+            "Reservations settled per second: committed, released, "
+            "recovered (re-recorded after expiry) or failed.",
+            "reqps",
+            [
+                target(
+                    "sum by (cycles_outcome) (rate(cycles_client_settlements_total[$__rate_interval]))",
+                    "{{cycles_outcome}}",
+                )
+            ],
+            traceql=OUTCOME_SPANS,
+        ),
+        panel(
+            "timeseries",
+            "Active reservations",
+            "Reservations held and not yet settled, summed over processes.",
+            "none",
+            [target("sum(cycles_client_active_reservations)", "active")],
+        ),
+        panel(
+            "timeseries",
+            "Authority latency",
+            "p50, p95 and p99 of Cycles protocol calls by operation. "
+            "CyclesAuthorityLatencyHigh fires when p99 stays above 0.5 s.",
+            "s",
+            targets(
+                (_quantile("0.5"), "p50 {{cycles_operation}}"),
+                (_quantile("0.95"), "p95 {{cycles_operation}}"),
+                (_quantile("0.99"), "p99 {{cycles_operation}}"),
+            ),
+            traceql=OPERATION_SPANS,
+            thresholds=(0.25, 0.5),
+        ),
+        panel(
+            "timeseries",
+            "Authority calls by operation",
+            "Cycles protocol calls per second by operation.",
+            "reqps",
+            [
+                target(
+                    f"sum by (cycles_operation) (rate({DURATION}_count{{{OPERATION}}}[$__rate_interval]))",
+                    "{{cycles_operation}}",
+                )
+            ],
+            traceql=OPERATION_SPANS,
+        ),
+        panel(
+            "timeseries",
+            "Authority errors by type",
+            "Failed protocol calls per second by operation and error type "
+            "(transport error, HTTP status or protocol error code). Denials are not errors.",
+            "reqps",
+            [
+                target(
+                    "sum by (cycles_operation, error_type) "
+                    f'(rate({DURATION}_count{{{OPERATION}, error_type!=""}}[$__rate_interval]))',
+                    "{{cycles_operation}} {{error_type}}",
+                )
+            ],
+            traceql='{ name =~ "cycles\\\\..*" && status = error }',
+        ),
+        panel(
+            "timeseries",
+            "Estimate accuracy",
+            "Charged divided by reserved, per unit: above 1 the estimates are "
+            "too low (CyclesEstimatesTooLow at 1.2), well below 1 they hold budget needlessly.",
+            "percentunit",
+            [
+                target(
+                    "sum by (cycles_unit) (rate(cycles_client_charged_total[$__rate_interval])) / "
+                    "sum by (cycles_unit) (rate(cycles_client_reserved_total[$__rate_interval]))",
+                    "{{cycles_unit}}",
+                )
+            ],
+            thresholds=(1.0, 1.2),
+        ),
+        panel(
+            "timeseries",
+            "Reserved and charged per second",
+            "Amount reserved and amount charged per second, per unit.",
+            "short",
+            targets(
+                (
+                    "sum by (cycles_unit) (rate(cycles_client_reserved_total[$__rate_interval]))",
+                    "reserved {{cycles_unit}}",
+                ),
+                (
+                    "sum by (cycles_unit) (rate(cycles_client_charged_total[$__rate_interval]))",
+                    "charged {{cycles_unit}}",
+                ),
+            ),
+        ),
+        panel(
+            "timeseries",
+            "Telemetry health",
+            "Failed balance polls by error type, and label values the cardinality "
+            "guard collapsed to 'other', per second.",
+            "ops",
+            targets(
+                (
+                    "sum by (error_type) (rate(cycles_exporter_poll_errors_total[$__rate_interval]))",
+                    "poll errors {{error_type}}",
+                ),
+                (
+                    "sum by (cycles_label) (rate(cycles_otel_label_overflow_total[$__rate_interval]))",
+                    "collapsed {{cycles_label}}",
+                ),
+            ),
+            traceql='{ name = "cycles.balances" && status = error }',
+        ),
+    ]
+    variables = [
+        label_variable("model", "Model (action)", "cycles_client_reservations_total", "cycles_action_name"),
+        label_variable("operation", "Operation", f"{DURATION}_count", "cycles_operation"),
+    ]
+    return dashboard(
+        "cycles-reservations",
+        "Cycles / Reservations",
+        "Reserve, commit and release of governed calls; the Cycles authority's latency and errors.",
+        variables,
+        panels,
+    )
