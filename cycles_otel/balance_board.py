@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,19 +53,52 @@ def reading_from_balance(balance: Mapping[str, Any], now: float | None = None) -
         allocated=_amount(balance.get("allocated")),
         reserved=_amount(balance.get("reserved")),
         spent=_amount(balance.get("spent")),
+        # The spec defines no debt without overdraft; a Balance that omits it has none to report.
         debt=_amount(balance.get("debt")),
-        over_limit=over if isinstance(over, bool) else None,
+        # "Defaults to false when absent" (Balance.is_over_limit).
+        over_limit=over if isinstance(over, bool) else False,
         updated_at=time.time() if now is None else now,
     )
 
 
-class BalanceBoard:
-    """Thread-safe store of the latest :class:`BalanceReading` per (scope, unit)."""
+def _sum_or_unknown(values: list[int | None]) -> int | None:
+    """The sum, or unknown when any part is unknown (a partial sum would be a guess)."""
+    known = [v for v in values if v is not None]
+    return sum(known) if len(known) == len(values) else None
 
-    def __init__(self, scope_label: Callable[[str], str] | None = None) -> None:
+
+def _any_over(values: list[bool | None]) -> bool | None:
+    if any(values):
+        return True
+    return None if None in values else False
+
+
+class BalanceBoard:
+    """Thread-safe store of the latest :class:`BalanceReading` per (scope, unit).
+
+    Gauges show only what is known and fresh: with :attr:`stale_after` set (the balance poller
+    sets it), a reading older than that many seconds loses its amount and over-limit series,
+    while ``cycles_budget_updated_timestamp_seconds`` keeps saying when it was last seen, so an
+    alert can tell stale data from an empty budget. A reading disappears entirely when
+    :meth:`forget` drops it (its scope no longer exists).
+
+    Scopes the cardinality guard collapses to ``other`` share one series per label set:
+    amounts are summed (absent if any part is unknown or stale), ``over_limit`` is 1 if any
+    collapsed scope is over its limit, and the timestamp is the oldest one.
+    """
+
+    def __init__(
+        self,
+        scope_label: Callable[[str], str] | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._readings: dict[tuple[str, str], BalanceReading] = {}
+        self._labels: dict[str, str] = {}
         self._lock = threading.Lock()
         self._scope_label = scope_label or (lambda scope: scope)
+        self._clock = clock
+        self.stale_after: float | None = None
 
     def update(self, reading: BalanceReading) -> None:
         key = (reading.scope, reading.unit)
@@ -87,10 +120,30 @@ class BalanceBoard:
         """Drop every reading for which ``keep`` is false (its gauges disappear)."""
         with self._lock:
             self._readings = {k: r for k, r in self._readings.items() if keep(r)}
+            scopes = {scope for scope, _ in self._readings}
+            self._labels = {s: label for s, label in self._labels.items() if s in scopes}
 
     def snapshot(self) -> list[BalanceReading]:
         with self._lock:
             return list(self._readings.values())
+
+    def _label(self, scope: str) -> str:
+        # Bound once per scope, so the guard (and its overflow counter) sees each scope once.
+        label = self._labels.get(scope)
+        if label is None:
+            label = self._labels[scope] = self._scope_label(scope)
+        return label
+
+    def _groups(self) -> Iterator[tuple[str, str, list[BalanceReading], list[BalanceReading]]]:
+        """(scope label, unit, every reading, fresh readings) per exported label set."""
+        now = self._clock()
+        stale_after = self.stale_after
+        groups: dict[tuple[str, str], list[BalanceReading]] = {}
+        for reading in self.snapshot():
+            groups.setdefault((self._label(reading.scope), reading.unit), []).append(reading)
+        for (label, unit), readings in groups.items():
+            fresh = [r for r in readings if stale_after is None or now - r.updated_at <= stale_after]
+            yield label, unit, readings, fresh
 
     def register_gauges(self, meter: Meter) -> None:
         for name in BALANCE_FIELDS:
@@ -115,20 +168,29 @@ class BalanceBoard:
 
     def _field_callback(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(_: CallbackOptions) -> Iterable[Observation]:
-            for reading in self.snapshot():
-                value = getattr(reading, name)
+            for label, unit, readings, fresh in self._groups():
+                if len(fresh) < len(readings):
+                    continue
+                value = _sum_or_unknown([getattr(r, name) for r in readings])
                 if value is not None:
-                    yield Observation(
-                        value, {LABEL_SCOPE: self._scope_label(reading.scope), LABEL_UNIT: reading.unit}
-                    )
+                    yield Observation(value, {LABEL_SCOPE: label, LABEL_UNIT: unit})
 
         return observe
 
     def _observe_over_limit(self, _: CallbackOptions) -> Iterable[Observation]:
-        for reading in self.snapshot():
-            if reading.over_limit is not None:
-                yield Observation(int(reading.over_limit), {LABEL_SCOPE: self._scope_label(reading.scope)})
+        by_scope: dict[str, list[bool | None]] = {}
+        for label, _unit, readings, fresh in self._groups():
+            flags = by_scope.setdefault(label, [])
+            flags += [r.over_limit for r in fresh] + [None] * (len(readings) - len(fresh))
+        for label, flags in by_scope.items():
+            over = _any_over(flags)
+            if over is not None:
+                yield Observation(int(over), {LABEL_SCOPE: label})
 
     def _observe_updated(self, _: CallbackOptions) -> Iterable[Observation]:
-        for reading in self.snapshot():
-            yield Observation(reading.updated_at, {LABEL_SCOPE: self._scope_label(reading.scope)})
+        oldest: dict[str, float] = {}
+        for label, _unit, readings, _fresh in self._groups():
+            seen = min(r.updated_at for r in readings)
+            oldest[label] = min(seen, oldest.get(label, seen))
+        for label, seen in oldest.items():
+            yield Observation(seen, {LABEL_SCOPE: label})

@@ -11,7 +11,7 @@ from opentelemetry.metrics import Meter, MeterProvider
 
 from cycles_otel.balance_board import BalanceBoard
 from cycles_otel.cardinality import CardinalityGuard
-from cycles_otel.semconv import LABEL_SCOPE, SCHEMA_URL
+from cycles_otel.semconv import LABEL_OVERFLOW_KEY, LABEL_SCOPE, SCHEMA_URL
 from cycles_otel.version import __version__
 
 # GenAI semconv advisory boundaries.
@@ -31,6 +31,11 @@ class Instruments:
     """The instruments of one meter; the budget gauges read ``board``."""
 
     def __init__(self, meter: Meter, guard: CardinalityGuard | None = None) -> None:
+        self.label_overflow = meter.create_counter(
+            "cycles.otel.label_overflow",
+            "{value}",
+            "Label values collapsed to 'other' by the cardinality guard, by label key.",
+        )
         self.guard = guard or CardinalityGuard.from_env()
         self.board = BalanceBoard(lambda scope: self.guard.bound(LABEL_SCOPE, scope))
         self.reservations = meter.create_counter(
@@ -69,12 +74,25 @@ class Instruments:
             "GenAI operation duration.",
             explicit_bucket_boundaries_advisory=GENAI_DURATION_BUCKETS,
         )
-        self.label_overflow = meter.create_counter(
-            "cycles.otel.label_overflow",
-            "{value}",
-            "Label values collapsed to 'other' by the cardinality guard.",
+        self.poll_errors = meter.create_counter(
+            "cycles.exporter.poll_errors",
+            "{error}",
+            "Failed balance polls, by error.type (transport error class, HTTP status or invalid_response).",
         )
         self.board.register_gauges(meter)
+
+    @property
+    def guard(self) -> CardinalityGuard:
+        return self._guard
+
+    @guard.setter
+    def guard(self, guard: CardinalityGuard) -> None:
+        # Every collapse is counted once, whoever asked the guard.
+        guard.on_overflow = self._count_overflow
+        self._guard = guard
+
+    def _count_overflow(self, key: str) -> None:
+        self.label_overflow.add(1, {LABEL_OVERFLOW_KEY: key})
 
 
 _cache: weakref.WeakKeyDictionary[MeterProvider, Instruments] = weakref.WeakKeyDictionary()

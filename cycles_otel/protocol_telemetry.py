@@ -15,7 +15,6 @@ from opentelemetry.trace import INVALID_SPAN, Link, Span, SpanKind, Status, Stat
 from opentelemetry.util.types import AttributeValue
 
 from cycles_otel import semconv as sc
-from cycles_otel.cardinality import OVERFLOW_VALUE
 from cycles_otel.instruments import Instruments
 from cycles_otel.propagation import BoundedMap, SettlementLinks, is_retry_attempt
 
@@ -156,10 +155,8 @@ class ProtocolTelemetry:
         return ProtocolCall(self, op, args, kwargs)
 
     def bounded(self, key: str, value: str) -> str:
-        bound = self.instruments.guard.bound(key, value)
-        if bound == OVERFLOW_VALUE and value != OVERFLOW_VALUE:
-            self.instruments.label_overflow.add(1)
-        return bound
+        # The guard counts every collapse itself (Instruments wires it to label_overflow).
+        return self.instruments.guard.bound(key, value)
 
     # --- reservation bookkeeping (ids never reach metric labels) -----------------------------
     def reservation_opened(self, reservation_id: str, span: Span) -> None:
