@@ -16,10 +16,10 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 prometheus:
-	@command -v promtool >/dev/null 2>&1 || { \
+	@{ command -v promtool && command -v amtool; } >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
-	  else echo "prometheus/promtool missing: run 'sudo apt-get install -y prometheus'" >&2; fi; }
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; \
+	  else echo "prometheus/promtool/amtool missing: run 'sudo apt-get install -y prometheus prometheus-alertmanager'" >&2; fi; }
 
 demo: $(STAMP)
 	$(VENV)/bin/cycles-otel demo

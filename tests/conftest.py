@@ -13,11 +13,15 @@ from cycles_otel.testing.telemetry import TelemetryCapture
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
+# Debian package that brings each binary the tests use.
+DEBIAN_PACKAGE = {"amtool": "prometheus-alertmanager"}
+
+
 def require_binary(name: str) -> str:
     """Path of ``name``; skip when missing, except under ``CI=true`` where it is a failure."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (apt-get install -y prometheus)"
+        message = f"{name} is not installed (apt-get install -y {DEBIAN_PACKAGE.get(name, 'prometheus')})"
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)

@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import pytest
-
 from tests.conftest import require_binary
 from tests.grafana_support import GRAFANA, REPO, alerts, load_yaml, rules
 
@@ -186,9 +184,7 @@ def test_alertmanager_routes_and_inhibitions_name_real_alerts() -> None:
 
 
 def test_alertmanager_config_passes_amtool() -> None:
-    amtool = shutil.which("amtool")
-    if amtool is None:
-        pytest.skip("amtool is not installed (apt-get install -y prometheus-alertmanager)")
+    amtool = require_binary("amtool")
     result = subprocess.run(
         [amtool, "check-config", str(DEPLOY / "alertmanager" / "alertmanager.yml")],
         capture_output=True,
