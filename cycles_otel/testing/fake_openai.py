@@ -28,9 +28,10 @@ import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from cycles_otel.testing.loopback import BackgroundService, LoopbackHTTPServer
 
 __all__ = [
     "IMAGE_TOKENS",
@@ -172,7 +173,7 @@ class _Completion:
     usage: dict[str, Any]
 
 
-class FakeOpenAI:
+class FakeOpenAI(BackgroundService["_Server"]):
     """OpenAI-compatible ``/v1/chat/completions`` (plain and SSE streaming) and ``/v1/models`` on 127.0.0.1.
 
     Replies come from :meth:`script` first (FIFO), then a deterministic text derived from ``seed`` and the
@@ -187,50 +188,18 @@ class FakeOpenAI:
         self._requests: list[OpenAIRequest] = []
         self._lock = threading.Lock()
         self._counter = 0
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
 
     # ---- lifecycle ----
 
-    def start(self) -> FakeOpenAI:
-        if self._server is not None:
-            return self
-        self._stopping.clear()
-        self._server = _Server(self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"fake-openai-{self._server.server_address[1]}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
+    thread_name = "fake-openai"
 
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.stop()
+    def _make_server(self) -> _Server:
+        return _Server(self)
 
     @property
     def base_url(self) -> str:
         """For ``OpenAIChatCompletionClient(base_url=...)`` / ``openai.OpenAI(base_url=...)``."""
-        if self._server is None:
-            raise RuntimeError("FakeOpenAI is not running: call start() or use it as a context manager")
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        return f"http://127.0.0.1:{self.http_port}/v1"
 
     # ---- test surface ----
 
@@ -348,9 +317,7 @@ def _deltas(completion: _Completion) -> list[tuple[dict[str, Any], str | None]]:
     return deltas
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _Server(LoopbackHTTPServer):
     def __init__(self, api: FakeOpenAI) -> None:
         self.api = api
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -398,7 +365,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(request, *problem)
             return
         body, fault = request.body, api.faults._take()
-        if api._stopping.wait(api.latency + fault.delay):
+        if self.server.stopping.wait(api.latency + fault.delay):
             return
         if fault.status is not None:
             headers = (

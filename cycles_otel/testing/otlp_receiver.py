@@ -10,15 +10,16 @@ import zlib
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import asdict, dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+from cycles_otel.testing.loopback import BackgroundService, LoopbackHTTPServer
 
 __all__ = [
     "OtlpReceiver",
@@ -330,15 +331,13 @@ class _HttpHandler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
 
-class _HttpServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _HttpServer(LoopbackHTTPServer):
     def __init__(self, receiver: OtlpReceiver) -> None:
         self.receiver = receiver
         super().__init__(("127.0.0.1", 0), _HttpHandler)
 
 
-class OtlpReceiver:
+class OtlpReceiver(BackgroundService["_HttpServer"]):
     """An OTLP receiver on 127.0.0.1: gRPC and HTTP/protobuf (plain, gzip, deflate) for traces, metrics, logs.
 
     Usage::
@@ -357,58 +356,33 @@ class OtlpReceiver:
         self._changed = threading.Condition()
         self._grpc_server: Any = None
         self._grpc_port = 0
-        self._http_server: _HttpServer | None = None
-        self._http_thread: threading.Thread | None = None
 
     # ---- lifecycle ----
 
-    def start(self) -> OtlpReceiver:
-        if self._http_server is not None:
-            return self
+    thread_name = "otlp-receiver"
+
+    def _make_server(self) -> _HttpServer:
         self._grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=self._grpc_workers))
         self._grpc_server.add_generic_rpc_handlers(
             [self._grpc_handler(signal, spec[0]) for signal, spec in _SIGNALS.items()]
         )
         self._grpc_port = self._grpc_server.add_insecure_port("127.0.0.1:0")
         self._grpc_server.start()
-        self._http_server = _HttpServer(self)
-        self._http_thread = threading.Thread(
-            target=self._http_server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"otlp-receiver-{self._http_server.server_address[1]}",
-            daemon=True,
-        )
-        self._http_thread.start()
-        return self
+        return _HttpServer(self)
 
-    def stop(self) -> None:
-        http_server, self._http_server = self._http_server, None
-        if http_server is None:
-            return
-        http_server.shutdown()
-        http_server.server_close()
-        if self._http_thread is not None:
-            self._http_thread.join(timeout=5)
+    def _stopped(self) -> None:
         self._grpc_server.stop(grace=None).wait(timeout=5)
-
-    def __enter__(self) -> OtlpReceiver:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.stop()
 
     @property
     def grpc_endpoint(self) -> str:
         """For the gRPC exporters: ``OTLPSpanExporter(endpoint=rx.grpc_endpoint, insecure=True)``."""
-        self._require_running()
+        self._running()
         return f"http://127.0.0.1:{self._grpc_port}"
 
     @property
     def http_endpoint(self) -> str:
         """Base URL: the HTTP exporters take ``{http_endpoint}/v1/traces`` (``/v1/metrics``, ``/v1/logs``)."""
-        server = self._require_running()
+        server = self._running()
         return f"http://127.0.0.1:{server.server_address[1]}"
 
     # ---- what was received ----
@@ -520,11 +494,6 @@ class OtlpReceiver:
         raise TimeoutError(
             f"OtlpReceiver got no {what} within {timeout} s; it received: {names or 'nothing'}"
         )
-
-    def _require_running(self) -> _HttpServer:
-        if self._http_server is None:
-            raise RuntimeError("OtlpReceiver is not running: call start() or use it as a context manager")
-        return self._http_server
 
 
 def _json_default(value: Any) -> Any:

@@ -107,7 +107,9 @@ class TelemetryCapture:
 
     def count(self, name: str, **attributes: Any) -> int:
         """Number of recordings in histogram ``name`` whose attributes include ``attributes``."""
-        return sum(p.count for p in _matching(self.points(name), attributes) if isinstance(p, HistogramDataPoint))
+        return sum(
+            p.count for p in _matching(self.points(name), attributes) if isinstance(p, HistogramDataPoint)
+        )
 
     def shutdown(self) -> None:
         self.tracer_provider.shutdown()

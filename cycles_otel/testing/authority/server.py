@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -18,6 +15,7 @@ from cycles_otel.testing.authority.faults import Faults
 from cycles_otel.testing.authority.ledger import Ledger
 from cycles_otel.testing.authority.protocol import KeyRing, Protocol, Request, Response, route, trace_id_from
 from cycles_otel.testing.authority.records import Clock, LedgerSnapshot
+from cycles_otel.testing.loopback import BackgroundService, LoopbackHTTPServer
 
 if TYPE_CHECKING:
     from runcycles import CyclesConfig  # type: ignore[import-untyped]
@@ -38,36 +36,10 @@ class RecordedRequest:
     response_headers: dict[str, str]
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = False
-    request_queue_size = 1024  # 32+ clients connect at once; the default backlog of 5 drops SYNs
-
+class _HTTPServer(LoopbackHTTPServer):
     def __init__(self, address: tuple[str, int], authority: LocalCyclesServer) -> None:
         self.authority = authority
-        self.stopping = threading.Event()
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        connection, address = super().get_request()
-        with self._open_lock:
-            self._open.add(connection)
-        return connection, address
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """Cut idle keep-alive connections so clients see a closed socket, not a hang."""
-        with self._open_lock:
-            connections = list(self._open)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -156,7 +128,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
-class LocalCyclesServer:
+class LocalCyclesServer(BackgroundService["_HTTPServer"]):
     """A local Cycles-protocol authority for tests, demos and benchmarks.
 
     Usage::
@@ -172,6 +144,8 @@ class LocalCyclesServer:
     need no sleeping; ``server.expire_now(reservation_id)`` expires a single reservation.
     Faults: ``server.faults`` (see :class:`~cycles_otel.testing.authority.faults.Faults`).
     """
+
+    thread_name = "cycles-authority"
 
     def __init__(
         self,
@@ -193,51 +167,17 @@ class LocalCyclesServer:
         self.faults = Faults()
         self._requests: list[RecordedRequest] = []
         self._requests_lock = threading.Lock()
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # ---- lifecycle ----
 
-    def start(self) -> LocalCyclesServer:
-        """Bind and serve on a background thread; raises ``OSError`` when the port is taken."""
-        if self._httpd is not None:
-            return self
-        self._httpd = _HTTPServer((self.host, self.port), self)
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"cycles-authority-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        httpd.stopping.set()
-        httpd.shutdown()
-        httpd.close_connections()
-        httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> LocalCyclesServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.stop()
+    def _make_server(self) -> _HTTPServer:
+        httpd = _HTTPServer((self.host, self.port), self)
+        self.port = httpd.server_address[1]
+        return httpd
 
     @property
     def base_url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError(
-                "LocalCyclesServer is not running: call start() or use it as a context manager"
-            )
+        self._running()
         return f"http://{self.host}:{self.port}"
 
     # ---- operator plane ----
@@ -311,7 +251,7 @@ class LocalCyclesServer:
         self, request: Request, operation: str | None, request_id: str, trace_id: str
     ) -> Response | None:
         delay, fault = self.faults.take(operation) if operation else (0.0, None)
-        stopping = self._httpd.stopping if self._httpd else threading.Event()
+        stopping = self._http.stopping if self._http else threading.Event()
         if delay:
             stopping.wait(delay)
         if fault is not None and fault.kind in ("drop", "timeout"):
