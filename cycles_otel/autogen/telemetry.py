@@ -1,0 +1,295 @@
+"""Telemetry of governed calls: ``cycles.reservation`` and ``chat {model}`` spans, GenAI and cost metrics."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
+
+from autogen_core.models import CreateResult, LLMMessage
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.util.types import AttributeValue
+
+from cycles_otel import semconv as sc
+from cycles_otel.instruments import get_instruments
+from cycles_otel.version import __version__
+
+logger = logging.getLogger(__name__)
+
+TRACER_NAME = "cycles_otel.autogen"
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _never_raises(method: Callable[P, R | None]) -> Callable[P, R | None]:
+    """Telemetry never changes behaviour: a bug here is logged, the governed call goes on."""
+
+    @functools.wraps(method)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> R | None:
+        try:
+            return method(*args, **kwargs)
+        except Exception:
+            logger.warning("cycles_otel: telemetry failed in %s", method.__name__, exc_info=True)
+            return None
+
+    return guarded
+
+
+@dataclass(frozen=True)
+class CallFacts:
+    """What is known about a call before anything is reserved."""
+
+    model: str
+    provider: str
+    subject: Mapping[str, str]
+    action_kind: str
+    unit: str
+    estimate: int
+    estimate_source: str
+    agent_name: str | None
+    agent_id: str | None
+
+
+class ClientTelemetry:
+    """Tracer and instruments of one client; :meth:`start` begins the telemetry of one call."""
+
+    def __init__(
+        self,
+        tracer_provider: TracerProvider | None,
+        meter_provider: MeterProvider | None,
+        *,
+        emit_inference_span: bool,
+        capture_content: bool,
+    ) -> None:
+        self.tracer = trace.get_tracer(TRACER_NAME, __version__, tracer_provider, schema_url=sc.SCHEMA_URL)
+        self.instruments = get_instruments(meter_provider)
+        self.emit_inference_span = emit_inference_span
+        self.capture_content = capture_content
+
+    def start(self, facts: CallFacts, parent: Context | None) -> CallTelemetry:
+        return CallTelemetry(self, facts, parent)
+
+
+class CallTelemetry:
+    """Spans and metrics of one governed call. Every method is safe to call in any order."""
+
+    def __init__(self, owner: ClientTelemetry, facts: CallFacts, parent: Context | None) -> None:
+        self._owner = owner
+        self._facts = facts
+        self._inference: Span | None = None
+        self._inference_start = 0.0
+        attributes: dict[str, AttributeValue] = {
+            sc.CYCLES_ACTION_KIND: facts.action_kind,
+            sc.CYCLES_ACTION_NAME: facts.model,
+            sc.CYCLES_UNIT: facts.unit,
+            sc.CYCLES_ESTIMATE_AMOUNT: facts.estimate,
+            sc.CYCLES_ESTIMATE_SOURCE: facts.estimate_source,
+            sc.GEN_AI_REQUEST_MODEL: facts.model,
+            **{sc.CYCLES_SUBJECT_PREFIX + k: v for k, v in facts.subject.items()},
+            **self._agent_attributes(),
+        }
+        self.span = owner.tracer.start_span(
+            sc.SPAN_RESERVATION, context=parent, kind=SpanKind.INTERNAL, attributes=attributes
+        )
+
+    def _agent_attributes(self) -> dict[str, AttributeValue]:
+        found: dict[str, AttributeValue] = {}
+        if self._facts.agent_name:
+            found[sc.GEN_AI_AGENT_NAME] = self._facts.agent_name
+        if self._facts.agent_id:
+            found[sc.GEN_AI_AGENT_ID] = self._facts.agent_id
+        return found
+
+    def _genai_labels(self) -> dict[str, AttributeValue]:
+        guard = self._owner.instruments.guard
+        return {
+            sc.GEN_AI_OPERATION_NAME: sc.GEN_AI_OPERATION_CHAT,
+            sc.GEN_AI_PROVIDER_NAME: self._facts.provider,
+            sc.GEN_AI_REQUEST_MODEL: guard.bound(sc.GEN_AI_REQUEST_MODEL, self._facts.model),
+        }
+
+    # --- reservation ---------------------------------------------------------------------------
+    @_never_raises
+    def reserved(
+        self, reservation_id: str, decision: str, max_tokens: int | None, tools_removed: Sequence[str]
+    ) -> None:
+        self.span.set_attribute(sc.CYCLES_RESERVATION_ID, reservation_id)
+        self.span.set_attribute(sc.CYCLES_DECISION, decision)
+        if max_tokens is not None:
+            self.span.set_attribute(sc.CYCLES_CAPS_MAX_TOKENS, max_tokens)
+        if tools_removed:
+            self.span.set_attribute(sc.CYCLES_CAPS_TOOLS_REMOVED, list(tools_removed))
+
+    @_never_raises
+    def denied(self, error_code: str | None, request_id: str | None) -> None:
+        self.span.set_attribute(sc.CYCLES_DECISION, sc.DECISION_DENY)
+        attributes: dict[str, AttributeValue] = {}
+        if error_code:
+            self.span.set_attribute(sc.CYCLES_REASON, error_code)
+            attributes[sc.CYCLES_REASON] = error_code
+        if request_id:
+            self.span.set_attribute(sc.CYCLES_REQUEST_ID, request_id)
+        self.span.add_event(sc.EVENT_DENIED, attributes)
+
+    @_never_raises
+    def settled(
+        self,
+        outcome: str,
+        actual: int | None,
+        charged: int | None,
+        actual_source: str | None,
+        cost_usd: float | None,
+    ) -> None:
+        self.span.set_attribute(sc.CYCLES_OUTCOME, outcome)
+        if actual is not None:
+            self.span.set_attribute(sc.CYCLES_ACTUAL_AMOUNT, actual)
+        if charged is not None:
+            self.span.set_attribute(sc.CYCLES_CHARGED_AMOUNT, charged)
+            if actual is not None and charged < actual:
+                self.span.set_attribute(sc.CYCLES_OVER_LIMIT, True)
+        if actual_source is not None:
+            self.span.set_attribute(sc.CYCLES_ACTUAL_SOURCE, actual_source)
+        if cost_usd is not None:
+            self.span.set_attribute(sc.CYCLES_COST_USD, cost_usd)
+            if cost_usd > 0:
+                guard = self._owner.instruments.guard
+                self._owner.instruments.cost_usd.add(
+                    cost_usd,
+                    {
+                        sc.GEN_AI_REQUEST_MODEL: guard.bound(sc.GEN_AI_REQUEST_MODEL, self._facts.model),
+                        sc.GEN_AI_AGENT_NAME: guard.bound(sc.GEN_AI_AGENT_NAME, self._facts.agent_name or ""),
+                    },
+                )
+
+    @_never_raises
+    def failed(self, exc: BaseException) -> None:
+        _mark_error(self.span, exc)
+
+    @_never_raises
+    def end(self) -> None:
+        self.span.end()
+
+    # --- inference -----------------------------------------------------------------------------
+    @contextmanager
+    def current(self, span: Span | None = None) -> Iterator[None]:
+        """Make the reservation (or inference) span current for a stretch without ``yield``s."""
+        with trace.use_span(span or self.span, end_on_exit=False):
+            yield
+
+    @contextmanager
+    def inference(self) -> Iterator[None]:
+        with self.current(self._inference or self.span):
+            yield
+
+    @_never_raises
+    def start_inference(self, messages: Sequence[LLMMessage], max_tokens: int | None) -> None:
+        self._inference_start = time.perf_counter()
+        if not self._owner.emit_inference_span:
+            return
+        attributes: dict[str, AttributeValue] = {
+            sc.GEN_AI_OPERATION_NAME: sc.GEN_AI_OPERATION_CHAT,
+            sc.GEN_AI_PROVIDER_NAME: self._facts.provider,
+            sc.GEN_AI_REQUEST_MODEL: self._facts.model,
+            **self._agent_attributes(),
+        }
+        if max_tokens is not None:
+            attributes[sc.GEN_AI_REQUEST_MAX_TOKENS] = max_tokens
+        with self.current():
+            self._inference = self._owner.tracer.start_span(
+                f"{sc.GEN_AI_OPERATION_CHAT} {self._facts.model}", kind=SpanKind.CLIENT, attributes=attributes
+            )
+        if self._owner.capture_content and self._inference.is_recording():
+            self._inference.set_attribute(sc.GEN_AI_INPUT_MESSAGES, json.dumps(_input_messages(messages)))
+
+    @_never_raises
+    def inference_done(
+        self,
+        result: CreateResult | None,
+        input_tokens: int,
+        output_tokens: int,
+        exc: BaseException | None = None,
+    ) -> None:
+        """The inference ended: with a result, with streamed-only output (tokens, no result), or failed."""
+        if not self._inference_start:  # the call never reached the model: no GenAI operation to report
+            return
+        labels = self._genai_labels()
+        duration = time.perf_counter() - self._inference_start
+        self._inference_start = 0.0
+        if exc is not None:
+            labels[sc.ERROR_TYPE] = type(exc).__qualname__
+        self._owner.instruments.genai_duration.record(duration, labels)
+        if (result is None or not result.cached) and (input_tokens or output_tokens):
+            for token_type, count in (("input", input_tokens), ("output", output_tokens)):
+                self._owner.instruments.token_usage.record(
+                    count, {**labels, sc.GEN_AI_TOKEN_TYPE: token_type}
+                )
+        span, self._inference = self._inference, None
+        if span is None:
+            return
+        if result is not None or input_tokens or output_tokens:
+            span.set_attribute(sc.GEN_AI_USAGE_INPUT_TOKENS, input_tokens)
+            span.set_attribute(sc.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens)
+        if result is not None:
+            span.set_attribute(sc.GEN_AI_RESPONSE_FINISH_REASONS, [result.finish_reason])
+            if self._owner.capture_content and span.is_recording():
+                span.set_attribute(sc.GEN_AI_OUTPUT_MESSAGES, json.dumps(_output_messages(result)))
+        if exc is not None:
+            _mark_error(span, exc)
+        span.end()
+
+
+def _mark_error(span: Span, exc: BaseException) -> None:
+    span.set_attribute(sc.ERROR_TYPE, type(exc).__qualname__)
+    span.set_status(Status(StatusCode.ERROR, str(exc) or type(exc).__qualname__))
+    if span.is_recording():
+        span.record_exception(exc)
+
+
+_ROLES = {
+    "SystemMessage": "system",
+    "UserMessage": "user",
+    "AssistantMessage": "assistant",
+    "FunctionExecutionResultMessage": "tool",
+}
+
+
+def _part(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        return {"type": "text", "content": value}
+    if hasattr(value, "arguments") and hasattr(value, "name"):
+        return {
+            "type": "tool_call",
+            "id": getattr(value, "id", None),
+            "name": value.name,
+            "arguments": value.arguments,
+        }
+    if hasattr(value, "call_id"):
+        return {
+            "type": "tool_call_response",
+            "id": value.call_id,
+            "response": getattr(value, "content", None),
+        }
+    return {"type": type(value).__name__.lower()}  # images and the like: named, not inlined
+
+
+def _parts(content: Any) -> list[dict[str, Any]]:
+    return [_part(item) for item in content] if isinstance(content, list) else [_part(content)]
+
+
+def _input_messages(messages: Sequence[LLMMessage]) -> list[dict[str, Any]]:
+    return [
+        {"role": _ROLES.get(type(m).__name__, "user"), "parts": _parts(getattr(m, "content", ""))}
+        for m in messages
+    ]
+
+
+def _output_messages(result: CreateResult) -> list[dict[str, Any]]:
+    return [{"role": "assistant", "parts": _parts(result.content), "finish_reason": result.finish_reason}]

@@ -1,0 +1,177 @@
+"""Budget denial inside a team: the team stops, the typed error (or the stop reason) says why."""
+
+from __future__ import annotations
+
+import pytest
+from autogen_agentchat.agents import AssistantAgent
+from autogen_agentchat.base import TaskResult
+from autogen_agentchat.conditions import MaxMessageTermination
+from autogen_agentchat.teams import RoundRobinGroupChat, SelectorGroupChat
+from autogen_core import SingleThreadedAgentRuntime
+from budgeted_support import (
+    USD,
+    Authority,
+    authority,
+    budgeted,
+    cost,
+    instrumented,
+    replay,
+    reply,
+)
+from runcycles import BudgetExceededError
+
+from cycles_otel.autogen import is_budget_stop, stop_on_budget
+from cycles_otel.testing.telemetry import TelemetryCapture
+
+__all__ = ["authority", "instrumented"]
+
+
+def writer_team(authority: Authority, telemetry: TelemetryCapture, **team: object) -> RoundRobinGroupChat:
+    """Researcher and writer sharing one budgeted client; the writer's budget allows nothing."""
+    authority.server.set_budget("tenant:acme/workflow:research/agent:writer", 1_000)
+    shared = budgeted(
+        authority,
+        telemetry,
+        replay(*[reply(f"finding {i}", 50, 10) for i in range(4)]),
+        workflow="research",
+        estimate_amount=100_000,
+    )
+    researcher = AssistantAgent("researcher", model_client=shared)
+    writer = AssistantAgent("writer", model_client=shared)
+    return RoundRobinGroupChat([researcher, writer], termination_condition=MaxMessageTermination(6), **team)  # type: ignore[arg-type]
+
+
+async def test_without_the_helper_autogen_reports_a_runtime_error(
+    authority: Authority, instrumented: TelemetryCapture
+) -> None:
+    team = writer_team(authority, instrumented)
+
+    with pytest.raises(RuntimeError, match=r"^BudgetExceededError: "):
+        await team.run(task="Analyze AI safety trends.")
+
+
+async def test_the_guides_except_budget_exceeded_error_catches_a_team_denial(
+    authority: Authority, instrumented: TelemetryCapture
+) -> None:
+    team = stop_on_budget(writer_team(authority, instrumented))
+
+    with pytest.raises(BudgetExceededError) as caught:
+        await team.run(task="Analyze AI safety trends.")
+
+    assert caught.value.error_code == "BUDGET_EXCEEDED"
+    assert caught.value.request_id
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    snap = authority.assert_settled()
+    committed = [r for r in snap.reservations if r.status == "COMMITTED"]
+    assert [r.subject["agent"] for r in committed] == ["researcher"]
+    assert snap.scopes["tenant:acme"].spent == cost(50, 10)
+    denied = [
+        s
+        for s in instrumented.spans("cycles.reservation")
+        if (s.attributes or {}).get("cycles.decision") == "DENY"
+    ]
+    assert [(s.attributes or {})["cycles.subject.agent"] for s in denied] == ["writer"]
+
+
+async def test_a_stopped_team_can_return_its_result_with_the_reason(
+    authority: Authority, instrumented: TelemetryCapture
+) -> None:
+    team = stop_on_budget(writer_team(authority, instrumented), raise_error=False)
+
+    result = await team.run(task="Analyze AI safety trends.")
+
+    assert isinstance(result, TaskResult)
+    assert is_budget_stop(result)
+    assert result.stop_reason is not None and "BUDGET_EXCEEDED" in result.stop_reason
+    assert [m.source for m in result.messages] == ["user", "researcher"]
+
+
+async def test_a_team_on_an_app_runtime_is_stopped_too(
+    authority: Authority, instrumented: TelemetryCapture
+) -> None:
+    runtime = SingleThreadedAgentRuntime()
+    runtime.start()  # started before the run: its tasks never saw the run's context
+    team = stop_on_budget(writer_team(authority, instrumented, runtime=runtime))
+
+    with pytest.raises(BudgetExceededError):
+        await team.run(task="Analyze AI safety trends.")
+    await runtime.stop()
+
+
+async def test_the_selectors_calls_are_budgeted_under_their_own_agent(
+    authority: Authority, instrumented: TelemetryCapture
+) -> None:
+    authority.server.set_budget("tenant:acme/agent:selector", 10 * USD)
+    shared = budgeted(
+        authority,
+        instrumented,
+        replay(
+            reply("writer", 40, 1), reply("A draft.", 30, 5), reply("writer", 45, 1), reply("Done.", 35, 3)
+        ),
+        estimate_amount=100_000,
+    )
+    researcher = AssistantAgent("researcher", model_client=shared, description="Finds facts.")
+    writer = AssistantAgent("writer", model_client=shared, description="Writes.")
+    team = stop_on_budget(
+        SelectorGroupChat(
+            [researcher, writer],
+            model_client=shared.with_agent("selector"),
+            termination_condition=MaxMessageTermination(3),
+            allow_repeated_speaker=True,
+        )
+    )
+
+    await team.run(task="Write a note.")
+
+    snap = authority.assert_settled()
+    by_agent = [(r.subject["agent"], r.charged) for r in snap.reservations]
+    assert by_agent == [
+        ("selector", cost(40, 1)),
+        ("writer", cost(30, 5)),
+        ("selector", cost(45, 1)),
+        ("writer", cost(35, 3)),
+    ]
+    assert snap.scopes["tenant:acme/agent:selector"].spent == cost(40, 1) + cost(45, 1)
+
+
+async def test_a_denied_selector_stops_the_team_with_the_typed_error(
+    authority: Authority, instrumented: TelemetryCapture
+) -> None:
+    authority.server.set_budget("tenant:acme/agent:selector", 10)
+    shared = budgeted(authority, instrumented, replay(reply("writer", 40, 1)), estimate_amount=100_000)
+    team = stop_on_budget(
+        SelectorGroupChat(
+            [
+                AssistantAgent("researcher", model_client=shared),
+                AssistantAgent("writer", model_client=shared),
+            ],
+            model_client=shared.with_agent("selector"),
+            termination_condition=MaxMessageTermination(3),
+        )
+    )
+
+    with pytest.raises(BudgetExceededError):
+        await team.run(task="Write a note.")
+
+    assert authority.assert_settled().reservations == []
+
+
+async def test_a_swarm_stops_with_the_typed_error(
+    authority: Authority, instrumented: TelemetryCapture
+) -> None:
+    from autogen_agentchat.teams import Swarm
+
+    authority.server.set_budget("tenant:acme/agent:approver", 10)
+    inner = replay(reply("Looks fine.", 20, 3))
+    reviewer = AssistantAgent(
+        "reviewer", model_client=budgeted(authority, instrumented, inner, estimate_amount=100_000)
+    )
+    approver = AssistantAgent(
+        "approver", model_client=budgeted(authority, instrumented, inner, estimate_amount=100_000)
+    )
+    team = stop_on_budget(Swarm([approver, reviewer], termination_condition=MaxMessageTermination(3)))
+
+    with pytest.raises(BudgetExceededError):
+        await team.run(task="Review this budget proposal.")
+
+    assert authority.assert_settled().reservations == []
