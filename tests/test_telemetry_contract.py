@@ -79,6 +79,7 @@ ATTRIBUTE_KEYS = {
     value
     for name, value in vars(semconv).items()
     if name.isupper()
+    and not name.startswith("LABEL_")  # metric label keys; the span attributes they mirror are listed
     and isinstance(value, str)
     and ATTRIBUTE_KEY.fullmatch(value)
     and value not in SPAN_NAMES | EVENT_NAMES
@@ -118,7 +119,8 @@ PINNED_LABELS: dict[str, tuple[str, ...]] = {
         semconv.GEN_AI_PROVIDER_NAME,
         semconv.ERROR_TYPE,
     ),
-    "cycles.otel.label_overflow": (),
+    "cycles.otel.label_overflow": (semconv.LABEL_OVERFLOW_KEY,),
+    "cycles.exporter.poll_errors": (semconv.ERROR_TYPE,),
 }
 
 
