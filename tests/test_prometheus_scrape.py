@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,15 +19,10 @@ from cycles_otel.configure import TelemetryHandle, configure_telemetry
 from cycles_otel.poller import BalancePoller
 from cycles_otel.testing.authority import LocalCyclesServer
 from tests.conftest import require_binary
+from tests.prometheus_support import Prometheus
 
 UNIT = "USD_MICROCENTS"
 BUDGETS = {"tenant:acme": 500_000_000, "tenant:acme/workflow:research": 300_000_000}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -89,63 +82,6 @@ def test_the_endpoint_passes_promtool_after_a_workload(
         [promtool, "check", "metrics"], input=exposition, capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-class Prometheus:
-    """A throwaway Prometheus scraping one target every second."""
-
-    def __init__(self, binary: str, target_url: str, workdir: Path) -> None:
-        target = httpx.URL(target_url)
-        config = workdir / "prometheus.yml"
-        config.write_text(
-            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-            "scrape_configs:\n"
-            "  - job_name: app\n"
-            f"    metrics_path: {target.path}\n"
-            f"    static_configs: [{{targets: ['{target.host}:{target.port}']}}]\n"
-        )
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self.process = subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
-             f"--web.listen-address={self.url.removeprefix('http://')}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.process.communicate()[1][-2000:]
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("Prometheus did not become ready")
-
-    def query(self, expr: str) -> dict[str, float]:
-        """Instant vector as {cycles_scope (or ''): value}."""
-        answer = httpx.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=5).json()
-        assert answer["status"] == "success", answer
-        return {r["metric"].get("cycles_scope", ""): float(r["value"][1]) for r in answer["data"]["result"]}
-
-    def wait_for(self, expr: str, expected: dict[str, float], timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        found: dict[str, float] = {}
-        while time.monotonic() < deadline:
-            found = self.query(expr)
-            if found == expected:
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"{expr}: {found} != {expected}")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
 
 
 def test_a_real_prometheus_sees_the_ledger(

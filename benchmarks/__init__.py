@@ -1,0 +1,1 @@
+"""Reproducible benchmarks of cycles-otel: ``python -m benchmarks`` runs them all (see README.md)."""

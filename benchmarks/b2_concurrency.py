@@ -1,0 +1,159 @@
+"""B2: 32 concurrent ``create()`` calls with a slow authority and model: the guide's client versus ours."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from runcycles import AsyncCyclesClient, CyclesClient, CyclesConfig  # type: ignore[import-untyped]
+
+from benchmarks.common import (
+    MODEL,
+    PROMPT,
+    Batch,
+    BenchResult,
+    Scale,
+    SdkTelemetry,
+    governed,
+    interleave,
+    ms,
+    per_call,
+    protocol_instrumented,
+    raw_protocol_call,
+)
+from benchmarks.guide_client import CyclesBudgetClient
+from benchmarks.servers import TENANT, authority_process, model_process
+
+NAME = "b2"
+TITLE = "32 concurrent calls"
+COMMAND = "python -m benchmarks b2"
+CONCURRENCY = 32
+AUTHORITY_DELAY_S = 0.020  # on reserve and on commit
+MODEL_LATENCY_S = 0.010
+RATIO_GOAL = 20.0
+POOL_LIMIT = 16  # a what-if: runcycles' httpx defaults are 100 connections, 20 kept alive
+
+
+def with_pool_limit(cycles: AsyncCyclesClient, limit: int) -> AsyncCyclesClient:
+    """The same client on an httpx pool of at most ``limit`` connections, all kept alive between bursts."""
+    import httpx
+
+    current = cycles._http
+    cycles._http = httpx.AsyncClient(
+        base_url=current.base_url,
+        headers=current.headers,
+        timeout=current.timeout,
+        limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+    )
+    return cycles
+
+
+async def _burst(call: Callable[[], Awaitable[Any]], concurrency: int) -> Batch:
+    """``concurrency`` calls at once; wall time of the whole burst, process CPU per call."""
+    cpu, started = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(call() for _ in range(concurrency)))
+    wall = time.perf_counter() - started
+    return Batch(wall, (time.process_time() - cpu) / concurrency)
+
+
+async def _measure(scale: Scale) -> BenchResult:
+    from autogen_ext.models.openai import OpenAIChatCompletionClient
+
+    rounds, concurrency = scale.n(8, 1), CONCURRENCY if scale.factor == 1 else 4
+    result = BenchResult(NAME, TITLE, COMMAND, scale.name)
+    sdk = SdkTelemetry.create()
+    delays = {"reserve": AUTHORITY_DELAY_S, "commit": AUTHORITY_DELAY_S}
+    with authority_process(delays) as authority, model_process(MODEL_LATENCY_S) as model:
+        config = CyclesConfig(base_url=authority.base_url, api_key=authority.api_key, journal_enabled=False)
+        inner = OpenAIChatCompletionClient(model=MODEL, base_url=model.base_url, api_key=model.api_key)
+        sync_cycles, async_cycles = CyclesClient(config), AsyncCyclesClient(config)
+        pooled_cycles = with_pool_limit(AsyncCyclesClient(config), POOL_LIMIT)
+        guide = CyclesBudgetClient(inner, sync_cycles, tenant=TENANT, agent="bench")
+        ours = governed(inner, async_cycles, sdk.tracer_provider, sdk.meter_provider)
+        ours_pooled = governed(inner, pooled_cycles, sdk.tracer_provider, sdk.meter_provider)
+
+        async def guide_round() -> Batch:
+            return await _burst(lambda: guide.create(PROMPT), concurrency)
+
+        async def ours_round() -> Batch:
+            with protocol_instrumented(sdk.tracer_provider, sdk.meter_provider):
+                return await _burst(lambda: ours.create(PROMPT), concurrency)
+
+        async def ours_pooled_round() -> Batch:
+            with protocol_instrumented(sdk.tracer_provider, sdk.meter_provider):
+                return await _burst(lambda: ours_pooled.create(PROMPT), concurrency)
+
+        async def protocol_round() -> Batch:
+            return await _burst(lambda: raw_protocol_call(async_cycles), concurrency)
+
+        async def protocol_pooled_round() -> Batch:
+            return await _burst(lambda: raw_protocol_call(pooled_cycles), concurrency)
+
+        async def model_round() -> Batch:
+            return await _burst(lambda: inner.create(PROMPT), concurrency)
+
+        variants = {
+            "guide": guide_round,
+            "ours": ours_round,
+            "ours_pool16": ours_pooled_round,
+            "raw_protocol": protocol_round,
+            "raw_protocol_pool16": protocol_pooled_round,
+            "model_only": model_round,
+        }
+        await interleave(variants, 1)  # warm-up: connection pools, imports
+        batches = await interleave(variants, rounds)
+        await inner.close()
+        await async_cycles.aclose()
+        await pooled_cycles.aclose()
+        sync_cycles.close()
+    sdk.shutdown()
+
+    ratios = [g.wall / o.wall for g, o in zip(batches["guide"], batches["ours"], strict=True)]
+    ratio = statistics.median(ratios)
+    figures = {name: per_call(found) for name, found in batches.items()}
+    floor = AUTHORITY_DELAY_S * 2 + MODEL_LATENCY_S
+    result.figures = {
+        "rounds": rounds,
+        "concurrency": concurrency,
+        "burst": figures,
+        "speedup": ratio,
+        "latency_floor_s": floor,
+        "spans_exported": sdk.exporter.exported,
+    }
+    for name, label in (
+        ("guide", "guide's CyclesBudgetClient: burst wall (median) / CPU per call"),
+        ("ours", "BudgetedChatCompletionClient, full telemetry: burst wall / CPU per call"),
+        (
+            "ours_pool16",
+            f"the same, Cycles pool capped at {POOL_LIMIT} connections: burst wall / CPU per call",
+        ),
+        ("raw_protocol", "raw AsyncCyclesClient reserve + commit only: burst wall / CPU per call"),
+        ("raw_protocol_pool16", f"the same, pool capped at {POOL_LIMIT}: burst wall / CPU per call"),
+        ("model_only", "model client only: burst wall / CPU per call"),
+    ):
+        fig = figures[name]
+        result.add(label, "—", f"{ms(fig['wall']['median'])} / {ms(fig['cpu']['median'])}")
+    result.add(
+        f"speedup, guide / ours ({concurrency} concurrent, paired median)",
+        f">= {RATIO_GOAL:.0f}x",
+        f"{ratio:.1f}x",
+        ratio >= RATIO_GOAL,
+    )
+    ideal = AUTHORITY_DELAY_S * 2 * concurrency + MODEL_LATENCY_S
+    result.notes.append(
+        f"latency floor of one call is {ms(floor)} (reserve {ms(AUTHORITY_DELAY_S)} + model "
+        f"{ms(MODEL_LATENCY_S)} + commit {ms(AUTHORITY_DELAY_S)}); the guide's blocking client cannot beat "
+        f"about {ms(ideal)} for the burst, so the ratio is capped near {ideal / floor:.0f}x by the floor "
+        "plus our client CPU on the critical path."
+    )
+    result.notes.append(
+        "authority and model endpoint run in their own processes; CPU is this process's (client work only)."
+    )
+    return result
+
+
+def run(scale: Scale) -> BenchResult:
+    return asyncio.run(_measure(scale))

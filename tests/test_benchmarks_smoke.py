@@ -1,0 +1,99 @@
+"""The benchmarks still run: each at smoke scale, checked for complete, sane results (no timing goals)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ("b1", "b2", "b3", "b4", "b5")
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+    out = tmp_path_factory.mktemp("bench")
+    # A child process: the benchmarks patch runcycles and start servers; none of that may leak into the suite.
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads((out / "latest.json").read_text()), (out / "latest.md").read_text()
+
+
+def bench(results: tuple[dict[str, Any], str], name: str) -> dict[str, Any]:
+    found: dict[str, Any] = results[0]["benchmarks"][name]
+    return found
+
+
+def test_every_benchmark_reports_rows_with_goals_and_figures(results: tuple[dict[str, Any], str]) -> None:
+    document, table = results
+    assert set(document["benchmarks"]) == set(BENCHMARKS)
+    assert {"python", "platform", "cpus", "when"} <= set(document["machine"])
+    for name in BENCHMARKS:
+        entry = bench(results, name)
+        assert entry["scale"] == "smoke"
+        assert entry["command"] == f"python -m benchmarks {name}"
+        assert entry["rows"] and entry["figures"]
+        for row in entry["rows"]:
+            assert set(row) == {"measure", "goal", "measured", "met"}
+            assert row["met"] in (True, False, None)
+            assert (row["met"] is None) == (row["goal"] == "—")
+            assert f"| {name} {entry['title']} | {row['measure']} |" in table
+    assert "| benchmark | measure | goal | measured | met? |" in table
+
+
+def test_b1_measures_every_variant_and_exports_telemetry(results: tuple[dict[str, Any], str]) -> None:
+    figures = bench(results, "b1")["figures"]
+    assert set(figures["per_call"]) == {"inner", "governed_off", "governed_client_telemetry", "governed_full"}
+    for variant in figures["per_call"].values():
+        assert variant["wall"]["median"] > 0 and variant["cpu"]["median"] > 0
+        assert variant["wall"]["p90"] >= variant["wall"]["median"]
+    assert figures["spans_exported"] > 0
+    assert {"cycles.client.reservations", "gen_ai.client.token.usage"} <= set(figures["metrics_recorded"])
+    assert figures["ledger_spent_microcents"] > 0  # the governed calls really committed
+
+
+def test_b2_bursts_wait_for_the_injected_latency(results: tuple[dict[str, Any], str]) -> None:
+    figures = bench(results, "b2")["figures"]
+    floor = figures["latency_floor_s"]
+    for name in ("guide", "ours", "ours_pool16"):
+        # reserve + model + commit are each delayed: a burst finishing sooner did not reach the servers
+        assert figures["burst"][name]["wall"]["median"] >= floor
+    assert figures["speedup"] > 0
+    assert figures["spans_exported"] > 0
+
+
+def test_b3_guard_bounds_every_user_controlled_label(results: tuple[dict[str, Any], str]) -> None:
+    figures = bench(results, "b3")["figures"]
+    limit = figures["guard_limit"]
+    widest = figures["distinct_values_per_guarded_label"]
+    assert figures["calls"] > limit  # more agents than the limit were seen...
+    assert widest["gen_ai.agent.name"] == limit + 1  # ...so they collapsed into the limit plus "other"
+    assert widest["cycles.scope"] == limit + 1
+    assert all(count <= limit + 1 for count in widest.values())
+    assert isinstance(figures["rss_growth_bytes"], int)
+
+
+def test_b4_no_exception_reaches_the_caller_during_an_outage(results: tuple[dict[str, Any], str]) -> None:
+    figures = bench(results, "b4")["figures"]
+    assert figures["caller_exceptions"] == {}
+    assert set(figures["per_call"]) == {"healthy", "refused", "black_hole"}
+    assert set(figures["added_p99_s"]) == {"refused", "black_hole"}
+    assert figures["spans_received_by_healthy_endpoint"] > 0
+
+
+def test_b5_compares_both_clients(results: tuple[dict[str, Any], str]) -> None:
+    figures = bench(results, "b5")["figures"]
+    assert set(figures["per_call"]) == {"async_raw", "async_instrumented", "sync_raw", "sync_instrumented"}
+    for kind in ("async", "sync"):
+        assert set(figures["added"][kind]) == {"cpu_s", "cpu_ratio", "wall_s", "wall_ratio"}
+        assert figures["added"][kind]["cpu_ratio"] > 0
