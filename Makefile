@@ -28,7 +28,7 @@ test: $(STAMP) prometheus
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check cycles_otel tests benchmarks
+	$(VENV)/bin/ruff check cycles_otel tests benchmarks grafana
 	$(VENV)/bin/mypy --strict
 
 bench: $(STAMP)

@@ -1,11 +1,91 @@
-"""cycles-otel: OpenTelemetry observability and budget gating for Cycles-governed AutoGen agents.
+"""cycles-otel: budget observability and safety for Cycles-governed AutoGen agents.
 
-(The full manual is assembled here as the package grows.)
+Every LLM call is reserved before it runs, committed at its real priced cost after, and released on
+failure or cancellation; every step is an OpenTelemetry span inside AutoGen's own agent trace, and
+token, cost, reservation and budget metrics go out over OTLP and as a Prometheus endpoint.
+
+Usage
+-----
+Govern an AutoGen model client (the manual is ``cycles_otel.autogen``'s docstring)::
+
+    from cycles_otel.autogen import BudgetedChatCompletionClient, stop_on_budget
+
+    model = BudgetedChatCompletionClient(inner=OpenAIChatCompletionClient(model="gpt-4o"),
+                                         cycles_client=CyclesClient(CyclesConfig.from_env()),
+                                         tenant="acme", workflow="research", max_output_tokens=1_000)
+    team = stop_on_budget(RoundRobinGroupChat([...]))   # team.run() raises BudgetExceededError
+
+Trace every Cycles protocol call, whoever makes it (``@cycles``, ``stream_reservation``, retries,
+journal replay, your own code)::
+
+    CyclesInstrumentor().instrument(tracer_provider=..., meter_provider=...)   # both optional
+
+or with no code change: ``opentelemetry-instrument python app.py`` (entry point ``cycles``).
+
+Set up providers, OTLP and a Prometheus endpoint in one optional call (the library itself never
+touches global providers)::
+
+    telemetry = configure_telemetry("my-agents", prometheus_port=9464)
+    ...
+    telemetry.shutdown()
+
+Poll balances into the ``cycles_budget_*`` gauges: :class:`BalancePoller` in an app, or the
+``cycles-otel exporter`` command for operators. Test offline with ``cycles_otel.testing``
+(a local Cycles authority, a fake OpenAI endpoint, an OTLP receiver, pytest fixtures).
+
+Configuration
+-------------
+``CYCLES_BASE_URL``, ``CYCLES_API_KEY``, ``CYCLES_TENANT`` ...   the authority (runcycles)
+``CYCLES_OTEL_PRICES_FILE``                                     JSON price overrides
+``CYCLES_OTEL_CARDINALITY_LIMIT`` (500), ``..._ALLOW``          label cardinality guard
+``CYCLES_OTEL_PROMETHEUS_PORT``                                 ``configure_telemetry``'s endpoint
+``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_PROTOCOL``  OTLP export
+``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``          prompt/completion text on spans (opt-in)
+
+API
+---
+:class:`CyclesInstrumentor`, :func:`configure_telemetry` / :class:`TelemetryHandle`,
+:class:`BalancePoller`, :class:`CardinalityGuard`, :func:`get_instruments` / :class:`Instruments`,
+:class:`PriceTable` / :class:`ModelPrice`; ``cycles_otel.autogen`` (the budgeted client),
+``cycles_otel.testing`` (the offline kit), ``cycles_otel.semconv`` (span and attribute names).
+Every span, attribute and metric is listed in ``docs/telemetry.md``.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from cycles_otel.cardinality import CardinalityGuard
 from cycles_otel.instrumentor import CyclesInstrumentor
 from cycles_otel.instruments import Instruments, get_instruments
 from cycles_otel.version import __version__
 
-__all__ = ["CardinalityGuard", "CyclesInstrumentor", "Instruments", "__version__", "get_instruments"]
+# Loaded on first use: exporters and the price table cost import time the instrumentor does not need.
+_LAZY = {
+    "configure_telemetry": "cycles_otel.configure",
+    "TelemetryHandle": "cycles_otel.configure",
+    "BalancePoller": "cycles_otel.poller",
+    "PriceTable": "cycles_otel.pricing",
+    "ModelPrice": "cycles_otel.pricing",
+}
+
+__all__ = [
+    "BalancePoller",
+    "CardinalityGuard",
+    "CyclesInstrumentor",
+    "Instruments",
+    "ModelPrice",
+    "PriceTable",
+    "TelemetryHandle",
+    "__version__",
+    "configure_telemetry",
+    "get_instruments",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cycles_otel' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
