@@ -237,41 +237,19 @@ CASES: dict[str, BadInput] = {
     "exporter-interval-negative": BadInput(
         exporter_flags("--interval", "-1"), "--interval", "positive", exporter.UsageError
     ),
-}
-
-# Bad input that gets through today: each names the bug (file, function) and the fix.
-XFAIL_CASES: dict[str, tuple[BadInput, str]] = {
-    "client-absurd-estimate": (
-        BadInput(governed_call(estimate_amount=10**30), "estimate_amount", "9223372036854775807"),
-        "autogen/estimate.py Estimator accepts an estimate_amount above the protocol's int64 maximum; "
-        "runcycles then fails with a pydantic error about 'amount' that never names estimate_amount: "
-        "check the bound there",
+    "client-absurd-estimate": BadInput(
+        governed_call(estimate_amount=10**30), "estimate_amount", "9223372036854775807"
     ),
-    "client-scope-value-outside-charset": (
-        BadInput(governed_call(workflow="bad/scope"), "workflow", "a-zA-Z0-9"),
-        "autogen/client.py BudgetedChatCompletionClient.__init__ does not check subject values against the "
-        "spec's "
-        "charset ^[a-zA-Z0-9._-]+$: 'bad/scope' is sent and refused by the authority (a request) instead of "
-        "raising ValueError naming workflow at construction",
+    "client-scope-value-outside-charset": BadInput(
+        governed_call(workflow="bad/scope"), "workflow", "a-zA-Z0-9"
     ),
-    "client-tool-allowlist-is-a-string": (
-        BadInput(governed_call(tool_allowlist="web_search"), "tool_allowlist", "list", TypeError),
-        "autogen/client.py BudgetedChatCompletionClient.__init__ runs list(tool_allowlist), which turns the "
-        "string 'web_search' into single-letter tool names: reject a str with TypeError naming "
-        "tool_allowlist",
+    "client-tool-allowlist-is-a-string": BadInput(
+        governed_call(tool_allowlist="web_search"), "tool_allowlist", "list", TypeError
     ),
-    "client-base-url-without-scheme": (
-        BadInput(governed_call(config={"base_url": "localhost:7878"}), "base_url", "http://"),
-        "autogen/client.py BudgetedChatCompletionClient.__init__ accepts a Cycles base_url without "
-        "http(s)://; the first call fails with runcycles' 'unsupported protocol' CyclesProtocolError that "
-        "never names base_url / "
-        "CYCLES_BASE_URL: validate it at construction with a ValueError naming the field",
+    "client-base-url-without-scheme": BadInput(
+        governed_call(config={"base_url": "localhost:7878"}), "base_url", "http://"
     ),
 }
-
-
-def _xfail(name: str) -> Any:
-    return pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=XFAIL_CASES[name][1]))
 
 
 @pytest.fixture
@@ -298,8 +276,3 @@ async def check(case: BadInput, setting: Setting) -> None:
 @pytest.mark.parametrize("name", list(CASES))
 async def test_bad_input_fails_fast_and_names_the_fix(name: str, setting: Setting) -> None:
     await check(CASES[name], setting)
-
-
-@pytest.mark.parametrize("name", [_xfail(name) for name in XFAIL_CASES])
-async def test_bad_input_the_client_does_not_yet_catch_early(name: str, setting: Setting) -> None:
-    await check(XFAIL_CASES[name][0], setting)

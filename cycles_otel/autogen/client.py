@@ -30,6 +30,7 @@ from runcycles import (  # type: ignore[import-untyped]
 from typing_extensions import Self
 
 from cycles_otel import semconv as sc
+from cycles_otel.autogen.arguments import check_base_url, check_subject, tool_names
 from cycles_otel.autogen.attribution import CallingAgent, calling_agent
 from cycles_otel.autogen.call import Governance, GovernedCall
 from cycles_otel.autogen.config import (
@@ -105,6 +106,8 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
             )
             if value
         }
+        check_subject(self._subject if agent is None else {**self._subject, "agent": agent})
+        check_base_url(config.base_url)
         self._agent = agent
         self._configured_agent = config.agent
         resolved_model = model or inner_model(inner)
@@ -128,8 +131,8 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
             action_kind=action_kind,
             ttl_ms=ttl_ms,
             overage_policy=overage_policy,
-            tool_allowlist=list(tool_allowlist) if tool_allowlist is not None else None,
-            tool_denylist=list(tool_denylist) if tool_denylist is not None else None,
+            tool_allowlist=tool_names("tool_allowlist", tool_allowlist),
+            tool_denylist=tool_names("tool_denylist", tool_denylist),
         )
         if capture_content is None:
             capture_content = os.environ.get(sc.CAPTURE_CONTENT_ENV, "").strip().lower() == "true"

@@ -29,6 +29,7 @@ SOURCE_TOKENIZER: Final = "tokenizer"
 SOURCE_CHARACTERS: Final = "characters"
 
 TOKENIZER_TIMEOUT_S: Final = 2.0
+MAX_AMOUNT: Final = 2**63 - 1  # amounts are int64 in the protocol
 """tiktoken downloads its BPE files on first use: offline that can hang, so it gets this long once."""
 CHARS_PER_TOKEN: Final = 3
 """Conservative (English averages about 4): an estimate should err on the high side."""
@@ -56,11 +57,11 @@ class Estimator:
         if (
             amount is not None
             and not callable(amount)
-            and (isinstance(amount, bool) or not isinstance(amount, int) or amount < 0)
+            and (isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount <= MAX_AMOUNT)
         ):
             raise EstimateError(
-                "estimate_amount must be an int >= 0, a callable (messages, tools) -> int, or None; "
-                f"got {amount!r}"
+                f"estimate_amount must be an int >= 0 and <= {MAX_AMOUNT} (the protocol's int64 maximum), "
+                f"a callable (messages, tools) -> int, or None; got {amount!r}"
             )
         self._inner = inner
         self._amount = amount
@@ -98,8 +99,10 @@ class Estimator:
     def _call(self, messages: Sequence[LLMMessage], tools: Tools) -> int:
         assert callable(self._amount)
         amount = self._amount(messages, tools)
-        if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
-            raise EstimateError(f"the estimate_amount callable must return an int >= 0, got {amount!r}")
+        if isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount <= MAX_AMOUNT:
+            raise EstimateError(
+                f"the estimate_amount callable must return an int from 0 to {MAX_AMOUNT}, got {amount!r}"
+            )
         return amount
 
     async def input_tokens(self, messages: Sequence[LLMMessage], tools: Tools) -> tuple[int, str]:

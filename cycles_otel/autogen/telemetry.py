@@ -181,7 +181,10 @@ class CallTelemetry:
     @contextmanager
     def current(self, span: Span | None = None) -> Iterator[None]:
         """Make the reservation (or inference) span current for a stretch without ``yield``s."""
-        with trace.use_span(span or self.span, end_on_exit=False):
+        # Exceptions are recorded once, by failed() / inference_done(), with our error.type.
+        with trace.use_span(
+            span or self.span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+        ):
             yield
 
     @contextmanager
