@@ -229,6 +229,18 @@ def _instrument_cycles(tracer_provider: TracerProvider, meter_provider: MeterPro
     return instrumentor
 
 
+class ScrapedMetricReader(PrometheusMetricReader):
+    """The Prometheus reader, collected by each scrape and never by ``force_flush``.
+
+    ``MeterProvider.force_flush()`` makes every reader collect; the upstream Prometheus reader
+    queues that collection and serves it beside the next scrape's own, so the scrape carries every
+    series twice and Prometheus rejects it. A pull reader has nothing to push: flushing is a no-op.
+    """
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+
 def configure_telemetry(
     service_name: str,
     *,
@@ -272,7 +284,7 @@ def configure_telemetry(
                 f"prometheus_port={port} on {prometheus_host}: cannot listen ({exc.strerror or exc}); "
                 f"pick a free port, or 0 for any free port (env {PROMETHEUS_PORT_ENV})"
             ) from exc
-        readers.append(PrometheusMetricReader(registry=registry))
+        readers.append(ScrapedMetricReader(registry=registry))
     tracer_provider = TracerProvider(resource=resource)
     if otlp:
         span_exporter, otlp_reader = _exporters(protocol, env)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 from autogen_agentchat.agents import AssistantAgent
@@ -112,23 +110,6 @@ async def test_offline_the_tokenizer_is_replaced_by_a_character_count(
     ]
     assert sources == ["characters", "characters"]
     authority.assert_settled()
-
-
-def test_tiktoken_offline_fails_fast_or_is_timeboxed() -> None:
-    """What count_tokens really does on this machine, in a subprocess so a hang cannot stall the suite."""
-    code = (
-        "from autogen_core.models import UserMessage\n"
-        "from autogen_ext.models.openai import OpenAIChatCompletionClient\n"
-        "c = OpenAIChatCompletionClient(model='gpt-4o', api_key='sk-x', base_url='http://127.0.0.1:9/v1')\n"
-        "try:\n    print(c.count_tokens([UserMessage(content='hi', source='u')]))\n"
-        "except Exception as e:\n    print('error', type(e).__name__)\n"
-    )
-    try:
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
-    except subprocess.TimeoutExpired:
-        pytest.skip("tiktoken hangs here: the client's time box (covered above) is what keeps calls going")
-    out = done.stdout.strip()
-    assert out.startswith("error") or out.isdigit(), done.stderr[-500:]
 
 
 def _dumped_text(component: ComponentModel) -> str:

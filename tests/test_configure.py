@@ -181,3 +181,17 @@ def test_a_port_in_use_is_a_clear_error() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(ValueError, match=rf"prometheus_port={port}.*pick a free port"):
             configure_telemetry("clash", prometheus_port=port, **QUIET)
+
+
+def test_force_flush_does_not_duplicate_series_on_the_next_scrape() -> None:
+    """A flush (as apps do before exit) must leave the scrape with one sample per series."""
+    handle = configure_telemetry("flush", prometheus_port=0, set_global=False, instrument_cycles=False)
+    try:
+        assert handle.prometheus_url is not None
+        handle.meter_provider.get_meter("flush-test").create_counter("flush.count").add(3)
+        handle.meter_provider.force_flush()
+        body = httpx.get(handle.prometheus_url).text
+    finally:
+        handle.shutdown()
+    samples = [line for line in body.splitlines() if line.startswith("flush_count_total")]
+    assert len(samples) == 1 and samples[0].endswith(" 3.0"), samples

@@ -92,6 +92,7 @@ def test_team_stops_with_the_typed_budget_error(demo: DemoRun) -> None:
     assert issubclass(getattr(runcycles, stop["error_type"]), runcycles.CyclesProtocolError)
     assert stop["agent"] == scenario.RESEARCHER
     assert f"Team stopped on budget: {stop['error_type']} ({stop['error_code']})" in demo.stdout
+    assert "\033[" not in demo.stdout  # not a terminal: plain text
     # The denial is the last governed call: nothing ran after the stop.
     last = demo.summary["calls"][-1]
     assert (last["agent"], last["decision"], last["reason"]) == (

@@ -2,7 +2,7 @@
 
 Usage::
 
-    cycles-otel demo                      # offline, about 10 s: fake OpenAI, local authority, OTLP receiver
+    cycles-otel demo                      # offline, seconds: fake OpenAI, local authority, OTLP receiver
     cycles-otel demo --with-prometheus    # also run prometheus with the shipped rules; show alerts firing
     cycles-otel demo --serve              # keep the endpoints up afterwards, until Ctrl-C
     cycles-otel demo --live openai        # real OpenAI (OPENAI_API_KEY); also: cycles, both

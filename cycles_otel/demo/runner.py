@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -275,11 +277,23 @@ class _Demo:
 
     def _serve(self) -> None:
         self.say("Serving; press Ctrl-C to stop.")
+        # A shell that starts the demo in the background ignores SIGINT for it: take it back, and let
+        # SIGTERM end the wait the same way, so every part still shuts down in order.
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _interrupt)
         try:
             while True:
                 time.sleep(1)
         except KeyboardInterrupt:
             self.say("Stopped.")
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def _remaining(readings: Any, scope: str) -> int | None:
