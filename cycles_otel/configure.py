@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from opentelemetry import metrics, trace
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -290,7 +290,12 @@ def configure_telemetry(
         span_exporter, otlp_reader = _exporters(protocol, env)
         tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
         readers.append(otlp_reader)
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    # Exemplars reach Prometheus only through OTLP; without it they are pure per-measurement cost.
+    meter_provider = MeterProvider(
+        resource=resource,
+        metric_readers=readers,
+        exemplar_filter=None if otlp else AlwaysOffExemplarFilter(),
+    )
     get_instruments(meter_provider, guard)
     if set_global:
         trace.set_tracer_provider(tracer_provider)
