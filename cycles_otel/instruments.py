@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Iterable
 from typing import Final
 
 from opentelemetry import metrics
-from opentelemetry.metrics import Meter, MeterProvider
+from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 
 from cycles_otel.balance_board import BalanceBoard
 from cycles_otel.cardinality import CardinalityGuard
+from cycles_otel.propagation import BoundedMap
 from cycles_otel.semconv import LABEL_OVERFLOW_KEY, LABEL_SCOPE, SCHEMA_URL
 from cycles_otel.version import __version__
 
@@ -59,8 +61,14 @@ class Instruments:
             "Duration of Cycles protocol calls.",
             explicit_bucket_boundaries_advisory=PROTOCOL_DURATION_BUCKETS,
         )
-        self.active_reservations = meter.create_up_down_counter(
-            "cycles.client.active_reservations", "{reservation}", "Reservations held and not yet settled."
+        # Ids of the reservations held and not yet settled, shared by every instrumentation on this
+        # provider; the gauge reads its size at collection, so a call makes no measurement for it.
+        self.active_ids: BoundedMap[str, bool] = BoundedMap()
+        self.active_reservations = meter.create_observable_gauge(
+            "cycles.client.active_reservations",
+            callbacks=[self._observe_active],
+            unit="{reservation}",
+            description="Reservations held and not yet settled.",
         )
         self.token_usage = meter.create_histogram(
             "gen_ai.client.token.usage",
@@ -90,6 +98,9 @@ class Instruments:
         # Every collapse is counted once, whoever asked the guard.
         guard.on_overflow = self._count_overflow
         self._guard = guard
+
+    def _observe_active(self, _: CallbackOptions) -> Iterable[Observation]:
+        yield Observation(len(self.active_ids))
 
     def _count_overflow(self, key: str) -> None:
         self.label_overflow.add(1, {LABEL_OVERFLOW_KEY: key})

@@ -67,6 +67,8 @@ OPERATIONS: Final = (
 
 # --- reading pydantic models and dicts alike ------------------------------------------------------
 def field(obj: Any, name: str) -> Any:
+    if type(obj) is dict:  # bodies and most requests: skip the (slower) ABC check
+        return obj.get(name)
     if obj is None:
         return None
     if isinstance(obj, Mapping):
@@ -75,6 +77,10 @@ def field(obj: Any, name: str) -> Any:
 
 
 def text(value: Any) -> str | None:
+    if type(value) is str:
+        return value or None
+    if value is None:  # most optional fields are absent
+        return None
     if isinstance(value, Enum):
         value = value.value
     return value if isinstance(value, str) and value else None
@@ -146,7 +152,7 @@ class ProtocolTelemetry:
         self.tracer = tracer
         self.instruments = instruments
         self.links = SettlementLinks()
-        self._active: BoundedMap[str, bool] = BoundedMap()
+        self._active = instruments.active_ids  # what cycles.client.active_reservations counts
         self._settled: BoundedMap[str, str] = BoundedMap()
         self._events_charged: BoundedMap[str, bool] = BoundedMap()
         self.duration_labels = {op.name: {sc.LABEL_OPERATION: op.name} for op in OPERATIONS}
@@ -160,17 +166,12 @@ class ProtocolTelemetry:
 
     # --- reservation bookkeeping (ids never reach metric labels) -----------------------------
     def reservation_opened(self, reservation_id: str, span: Span) -> None:
-        added, evicted = self._active.add_new(reservation_id, True)
-        if added:
-            self.instruments.active_reservations.add(1)
-        if evicted:
-            # Forgotten ids would never be decremented: give them up rather than leak the gauge.
-            self.instruments.active_reservations.add(-len(evicted))
+        # Beyond capacity the oldest ids are forgotten, and so no longer counted as active.
+        self._active.add_new(reservation_id, True)
         self.links.remember(reservation_id, span.get_span_context())
 
     def reservation_closed(self, reservation_id: str) -> None:
-        if self._active.pop(reservation_id) is not None:
-            self.instruments.active_reservations.add(-1)
+        self._active.pop(reservation_id)
 
     def settle_once(self, reservation_id: str | None, outcome: str) -> bool:
         """Whether ``outcome`` is news for this reservation (a repeated answer counts once)."""
@@ -282,9 +283,11 @@ class ProtocolCall:
             logger.debug("cycles_otel: unreadable response", exc_info=True)
         self._record_duration(result.error_type if result is not None else None)
         if result is not None:
-            self._record_metrics(result)
+            outcome = self._outcome(result)
+            balances = _balances(result.body)
+            self._record_metrics(result, outcome, balances)
             if self.span.is_recording():
-                self._annotate_response(result, response)
+                self._annotate_response(result, response, outcome, balances)
         self._end()
 
     def fail(self, exc: BaseException) -> None:
@@ -324,7 +327,9 @@ class ProtocolCall:
         span.set_status(Status(StatusCode.ERROR, description))
 
     @_never_raises
-    def _annotate_response(self, result: _Result, response: Any) -> None:
+    def _annotate_response(
+        self, result: _Result, response: Any, outcome: str | None, balances: list[Mapping[str, Any]]
+    ) -> None:
         span, body = self.span, result.body
         attrs: dict[str, AttributeValue] = {}
         if result.status > 0:
@@ -348,9 +353,9 @@ class ProtocolCall:
                 attrs[attr] = amount
             if unit:
                 attrs[sc.CYCLES_UNIT] = unit
-        if outcome := self._outcome(result):
+        if outcome:
             attrs[sc.CYCLES_OUTCOME] = outcome
-        over = [b.get("is_over_limit") for b in _balances(body)]
+        over = [b.get("is_over_limit") for b in balances]
         if self._op.name == "commit" and any(isinstance(o, bool) for o in over):
             attrs[sc.CYCLES_OVER_LIMIT] = any(o is True for o in over)
         span.set_attributes(attrs)
@@ -381,14 +386,15 @@ class ProtocolCall:
 
     # --- metrics ----------------------------------------------------------------------------------
     @_never_raises
-    def _record_metrics(self, result: _Result) -> None:
+    def _record_metrics(
+        self, result: _Result, outcome: str | None, balances: list[Mapping[str, Any]]
+    ) -> None:
         t, instruments, name = self._t, self._t.instruments, self._op.name
-        if result.ok and (balances := _balances(result.body)):
+        if result.ok and balances:
             instruments.board.update_from_balances(balances)
         if name == "reserve":
             self._record_reserve(result)
             return
-        outcome = self._outcome(result)
         rid = self._reservation_id if name != "event" else self._recovered_id()
         if outcome is not None and t.settle_once(rid, outcome):
             instruments.settlements.add(1, {sc.LABEL_OUTCOME: outcome})

@@ -19,6 +19,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvid
 from opentelemetry.util.types import AttributeValue
 
 from cycles_otel import semconv as sc
+from cycles_otel.cardinality import CardinalityGuard
 from cycles_otel.instruments import get_instruments
 from cycles_otel.version import __version__
 
@@ -41,6 +42,28 @@ def _never_raises(method: Callable[P, R | None]) -> Callable[P, R | None]:
             return None
 
     return guarded
+
+
+@dataclass(frozen=True)
+class GenAiLabels:
+    """Label sets of the GenAI metrics of one model: the call's, and its input / output token ones."""
+
+    call: Mapping[str, AttributeValue]
+    input_tokens: Mapping[str, AttributeValue]
+    output_tokens: Mapping[str, AttributeValue]
+
+    @classmethod
+    def of(cls, provider: str, bounded_model: str) -> GenAiLabels:
+        call: dict[str, AttributeValue] = {
+            sc.GEN_AI_OPERATION_NAME: sc.GEN_AI_OPERATION_CHAT,
+            sc.GEN_AI_PROVIDER_NAME: provider,
+            sc.GEN_AI_REQUEST_MODEL: bounded_model,
+        }
+        return cls(
+            call,
+            {**call, sc.GEN_AI_TOKEN_TYPE: "input"},
+            {**call, sc.GEN_AI_TOKEN_TYPE: "output"},
+        )
 
 
 @dataclass(frozen=True)
@@ -73,6 +96,20 @@ class ClientTelemetry:
         self.instruments = get_instruments(meter_provider)
         self.emit_inference_span = emit_inference_span
         self.capture_content = capture_content
+        self._genai_labels: dict[tuple[CardinalityGuard, str, str], GenAiLabels] = {}
+
+    def genai_labels(self, provider: str, model: str) -> GenAiLabels:
+        """The GenAI metric labels of ``model``, built once per guard that admits the model."""
+        guard = self.instruments.guard
+        found = self._genai_labels.get((guard, provider, model))
+        if found is not None:
+            return found
+        bounded = guard.bound(sc.GEN_AI_REQUEST_MODEL, model)
+        found = GenAiLabels.of(provider, bounded)
+        # An admitted value stays admitted; a collapsed one is asked again (and counted) each call.
+        if bounded == model:
+            self._genai_labels[(guard, provider, model)] = found
+        return found
 
     def start(self, facts: CallFacts, parent: Context | None) -> CallTelemetry:
         return CallTelemetry(self, facts, parent)
@@ -108,25 +145,20 @@ class CallTelemetry:
             found[sc.GEN_AI_AGENT_ID] = self._facts.agent_id
         return found
 
-    def _genai_labels(self) -> dict[str, AttributeValue]:
-        guard = self._owner.instruments.guard
-        return {
-            sc.GEN_AI_OPERATION_NAME: sc.GEN_AI_OPERATION_CHAT,
-            sc.GEN_AI_PROVIDER_NAME: self._facts.provider,
-            sc.GEN_AI_REQUEST_MODEL: guard.bound(sc.GEN_AI_REQUEST_MODEL, self._facts.model),
-        }
-
     # --- reservation ---------------------------------------------------------------------------
     @_never_raises
     def reserved(
         self, reservation_id: str, decision: str, max_tokens: int | None, tools_removed: Sequence[str]
     ) -> None:
-        self.span.set_attribute(sc.CYCLES_RESERVATION_ID, reservation_id)
-        self.span.set_attribute(sc.CYCLES_DECISION, decision)
+        attributes: dict[str, AttributeValue] = {
+            sc.CYCLES_RESERVATION_ID: reservation_id,
+            sc.CYCLES_DECISION: decision,
+        }
         if max_tokens is not None:
-            self.span.set_attribute(sc.CYCLES_CAPS_MAX_TOKENS, max_tokens)
+            attributes[sc.CYCLES_CAPS_MAX_TOKENS] = max_tokens
         if tools_removed:
-            self.span.set_attribute(sc.CYCLES_CAPS_TOOLS_REMOVED, list(tools_removed))
+            attributes[sc.CYCLES_CAPS_TOOLS_REMOVED] = list(tools_removed)
+        self.span.set_attributes(attributes)
 
     @_never_raises
     def denied(self, error_code: str | None, request_id: str | None) -> None:
@@ -148,26 +180,27 @@ class CallTelemetry:
         actual_source: str | None,
         cost_usd: float | None,
     ) -> None:
-        self.span.set_attribute(sc.CYCLES_OUTCOME, outcome)
+        attributes: dict[str, AttributeValue] = {sc.CYCLES_OUTCOME: outcome}
         if actual is not None:
-            self.span.set_attribute(sc.CYCLES_ACTUAL_AMOUNT, actual)
+            attributes[sc.CYCLES_ACTUAL_AMOUNT] = actual
         if charged is not None:
-            self.span.set_attribute(sc.CYCLES_CHARGED_AMOUNT, charged)
+            attributes[sc.CYCLES_CHARGED_AMOUNT] = charged
             if actual is not None and charged < actual:
-                self.span.set_attribute(sc.CYCLES_OVER_LIMIT, True)
+                attributes[sc.CYCLES_OVER_LIMIT] = True
         if actual_source is not None:
-            self.span.set_attribute(sc.CYCLES_ACTUAL_SOURCE, actual_source)
+            attributes[sc.CYCLES_ACTUAL_SOURCE] = actual_source
         if cost_usd is not None:
-            self.span.set_attribute(sc.CYCLES_COST_USD, cost_usd)
-            if cost_usd > 0:
-                guard = self._owner.instruments.guard
-                self._owner.instruments.cost_usd.add(
-                    cost_usd,
-                    {
-                        sc.GEN_AI_REQUEST_MODEL: guard.bound(sc.GEN_AI_REQUEST_MODEL, self._facts.model),
-                        sc.GEN_AI_AGENT_NAME: guard.bound(sc.GEN_AI_AGENT_NAME, self._facts.agent_name or ""),
-                    },
-                )
+            attributes[sc.CYCLES_COST_USD] = cost_usd
+        self.span.set_attributes(attributes)
+        if cost_usd is not None and cost_usd > 0:
+            guard = self._owner.instruments.guard
+            self._owner.instruments.cost_usd.add(
+                cost_usd,
+                {
+                    sc.GEN_AI_REQUEST_MODEL: guard.bound(sc.GEN_AI_REQUEST_MODEL, self._facts.model),
+                    sc.GEN_AI_AGENT_NAME: guard.bound(sc.GEN_AI_AGENT_NAME, self._facts.agent_name or ""),
+                },
+            )
 
     @_never_raises
     def failed(self, exc: BaseException) -> None:
@@ -205,10 +238,12 @@ class CallTelemetry:
         }
         if max_tokens is not None:
             attributes[sc.GEN_AI_REQUEST_MAX_TOKENS] = max_tokens
-        with self.current():
-            self._inference = self._owner.tracer.start_span(
-                f"{sc.GEN_AI_OPERATION_CHAT} {self._facts.model}", kind=SpanKind.CLIENT, attributes=attributes
-            )
+        self._inference = self._owner.tracer.start_span(
+            f"{sc.GEN_AI_OPERATION_CHAT} {self._facts.model}",
+            context=trace.set_span_in_context(self.span),
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+        )
         if self._owner.capture_content and self._inference.is_recording():
             self._inference.set_attribute(sc.GEN_AI_INPUT_MESSAGES, json.dumps(_input_messages(messages)))
 
@@ -223,27 +258,34 @@ class CallTelemetry:
         """The inference ended: with a result, with streamed-only output (tokens, no result), or failed."""
         if not self._inference_start:  # the call never reached the model: no GenAI operation to report
             return
-        labels = self._genai_labels()
+        instruments = self._owner.instruments
+        labels = self._owner.genai_labels(self._facts.provider, self._facts.model)
         duration = time.perf_counter() - self._inference_start
         self._inference_start = 0.0
+        call_labels, input_labels, output_labels = labels.call, labels.input_tokens, labels.output_tokens
         if exc is not None:
-            labels[sc.ERROR_TYPE] = type(exc).__qualname__
-        self._owner.instruments.genai_duration.record(duration, labels)
+            error = {sc.ERROR_TYPE: type(exc).__qualname__}
+            call_labels, input_labels, output_labels = (
+                {**call_labels, **error},
+                {**input_labels, **error},
+                {**output_labels, **error},
+            )
+        instruments.genai_duration.record(duration, call_labels)
         if (result is None or not result.cached) and (input_tokens or output_tokens):
-            for token_type, count in (("input", input_tokens), ("output", output_tokens)):
-                self._owner.instruments.token_usage.record(
-                    count, {**labels, sc.GEN_AI_TOKEN_TYPE: token_type}
-                )
+            instruments.token_usage.record(input_tokens, input_labels)
+            instruments.token_usage.record(output_tokens, output_labels)
         span, self._inference = self._inference, None
         if span is None:
             return
+        attributes: dict[str, AttributeValue] = {}
         if result is not None or input_tokens or output_tokens:
-            span.set_attribute(sc.GEN_AI_USAGE_INPUT_TOKENS, input_tokens)
-            span.set_attribute(sc.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens)
+            attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] = input_tokens
+            attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = output_tokens
         if result is not None:
-            span.set_attribute(sc.GEN_AI_RESPONSE_FINISH_REASONS, [result.finish_reason])
+            attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [result.finish_reason]
             if self._owner.capture_content and span.is_recording():
-                span.set_attribute(sc.GEN_AI_OUTPUT_MESSAGES, json.dumps(_output_messages(result)))
+                attributes[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps(_output_messages(result))
+        span.set_attributes(attributes)
         if exc is not None:
             _mark_error(span, exc)
         span.end()

@@ -1,0 +1,54 @@
+"""``cycles.client.active_reservations``: an observable gauge over the reservations held right now."""
+
+from __future__ import annotations
+
+from cycles_otel.testing.telemetry import TelemetryCapture
+from tests.test_protocol_calls import (
+    UNIT,
+    authority,
+    call,
+    close,
+    instrumented,
+    make_client,
+    reserve_body,
+    settle_body,
+)
+
+ACTIVE = "cycles.client.active_reservations"
+
+
+async def test_the_gauge_counts_held_reservations_until_they_settle(telemetry: TelemetryCapture) -> None:
+    with authority() as (_, config):
+        client = make_client("async", config)
+        with instrumented(telemetry):
+            assert telemetry.value(ACTIVE) == 0  # exported (as 0) before any reservation
+            held = [(await call(client, "create_reservation", reserve_body(100))).body for _ in range(3)]
+            assert telemetry.value(ACTIVE) == 3
+            await call(
+                client,
+                "commit_reservation",
+                held[0]["reservation_id"],
+                settle_body(actual={"unit": UNIT, "amount": 90}),
+            )
+            await call(client, "release_reservation", held[1]["reservation_id"], settle_body())
+            assert telemetry.value(ACTIVE) == 1
+            await call(client, "create_reservation", reserve_body(100, dry_run=True))
+            assert telemetry.value(ACTIVE) == 1  # a dry run holds nothing
+            await call(client, "release_reservation", held[2]["reservation_id"], settle_body())
+            assert telemetry.value(ACTIVE) == 0
+        await close(client)
+    (point,) = telemetry.points(ACTIVE)
+    assert dict(point.attributes or {}) == {}
+
+
+async def test_one_count_per_provider_across_instrumentations(telemetry: TelemetryCapture) -> None:
+    """A reservation held when instrumentation stops stays counted, and whoever settles it uncounts it."""
+    with authority() as (_, config):
+        client = make_client("async", config)
+        with instrumented(telemetry):
+            held = (await call(client, "create_reservation", reserve_body(100))).body
+        assert telemetry.value(ACTIVE) == 1
+        with instrumented(telemetry):
+            await call(client, "release_reservation", held["reservation_id"], settle_body())
+        await close(client)
+    assert telemetry.value(ACTIVE) == 0
