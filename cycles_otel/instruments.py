@@ -12,7 +12,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observa
 
 from cycles_otel.balance_board import BalanceBoard
 from cycles_otel.cardinality import CardinalityGuard
-from cycles_otel.propagation import BoundedMap
+from cycles_otel.leases import ActiveLeases
 from cycles_otel.semconv import LABEL_OVERFLOW_KEY, LABEL_SCOPE, SCHEMA_URL
 from cycles_otel.version import __version__
 
@@ -61,9 +61,9 @@ class Instruments:
             "Duration of Cycles protocol calls.",
             explicit_bucket_boundaries_advisory=PROTOCOL_DURATION_BUCKETS,
         )
-        # Ids of the reservations held and not yet settled, shared by every instrumentation on this
-        # provider; the gauge reads its size at collection, so a call makes no measurement for it.
-        self.active_ids: BoundedMap[str, bool] = BoundedMap()
+        # The reservations held and not yet settled, shared by every instrumentation on this provider;
+        # the gauge reads them at collection, so a call makes no measurement for it.
+        self.active = ActiveLeases()
         self.active_reservations = meter.create_observable_gauge(
             "cycles.client.active_reservations",
             callbacks=[self._observe_active],
@@ -100,7 +100,7 @@ class Instruments:
         self._guard = guard
 
     def _observe_active(self, _: CallbackOptions) -> Iterable[Observation]:
-        yield Observation(len(self.active_ids))
+        yield Observation(self.active.count())
 
     def _count_overflow(self, key: str) -> None:
         self.label_overflow.add(1, {LABEL_OVERFLOW_KEY: key})

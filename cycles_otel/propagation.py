@@ -70,6 +70,13 @@ class BoundedMap(Generic[K, V]):
         with self._lock:
             return len(self._items)
 
+    def remove_where(self, doomed: Callable[[V], bool]) -> int:
+        """Forget every entry whose value is ``doomed``; returns how many are left."""
+        with self._lock:
+            for key in [key for key, value in self._items.items() if doomed(value)]:
+                del self._items[key]
+            return len(self._items)
+
 
 # --- late settlement ---------------------------------------------------------------------------
 _retrying: contextvars.ContextVar[bool] = contextvars.ContextVar("cycles_otel_retrying", default=False)

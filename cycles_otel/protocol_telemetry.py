@@ -16,6 +16,7 @@ from opentelemetry.util.types import AttributeValue
 
 from cycles_otel import semconv as sc
 from cycles_otel.instruments import Instruments
+from cycles_otel.leases import DEFAULT_GRACE_MS, DEFAULT_TTL_MS
 from cycles_otel.propagation import BoundedMap, SettlementLinks, is_retry_attempt
 
 logger = logging.getLogger(__name__)
@@ -86,12 +87,14 @@ def text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def whole(value: Any) -> int | None:
+    """``value`` if it is an integer (JSON booleans are not), else None."""
+    return None if isinstance(value, bool) or not isinstance(value, int) else value
+
+
 def amount_of(obj: Any) -> tuple[int | None, str | None]:
     """(amount, unit) of a protocol ``Amount``, as a model or a dict."""
-    amount = field(obj, "amount")
-    if isinstance(amount, bool) or not isinstance(amount, int):
-        amount = None
-    return amount, text(field(obj, "unit"))
+    return whole(field(obj, "amount")), text(field(obj, "unit"))
 
 
 def _never_raises(step: Callable[..., None]) -> Callable[..., None]:
@@ -152,7 +155,7 @@ class ProtocolTelemetry:
         self.tracer = tracer
         self.instruments = instruments
         self.links = SettlementLinks()
-        self._active = instruments.active_ids  # what cycles.client.active_reservations counts
+        self._active = instruments.active  # what cycles.client.active_reservations counts
         self._settled: BoundedMap[str, str] = BoundedMap()
         self._events_charged: BoundedMap[str, bool] = BoundedMap()
         self.duration_labels = {op.name: {sc.LABEL_OPERATION: op.name} for op in OPERATIONS}
@@ -165,13 +168,26 @@ class ProtocolTelemetry:
         return self.instruments.guard.bound(key, value)
 
     # --- reservation bookkeeping (ids never reach metric labels) -----------------------------
-    def reservation_opened(self, reservation_id: str, span: Span) -> None:
-        # Beyond capacity the oldest ids are forgotten, and so no longer counted as active.
-        self._active.add_new(reservation_id, True)
+    def reservation_opened(self, reservation_id: str, span: Span, request: Any, body: Any) -> None:
+        remaining = whole(field(body, "remaining_ttl_ms"))
+        if remaining is None:  # an older authority: the requested TTL is the latest expiry can fall on
+            remaining = whole(field(request, "ttl_ms")) or DEFAULT_TTL_MS
+        grace = whole(field(request, "grace_period_ms"))
+        self._active.opened(
+            reservation_id,
+            remaining,
+            DEFAULT_GRACE_MS if grace is None else grace,
+            whole(field(body, "expires_at_ms")),
+        )
         self.links.remember(reservation_id, span.get_span_context())
 
+    def reservation_extended(self, reservation_id: str, body: Any) -> None:
+        self._active.extended(
+            reservation_id, whole(field(body, "remaining_ttl_ms")), whole(field(body, "expires_at_ms"))
+        )
+
     def reservation_closed(self, reservation_id: str) -> None:
-        self._active.pop(reservation_id)
+        self._active.closed(reservation_id)
 
     def settle_once(self, reservation_id: str | None, outcome: str) -> bool:
         """Whether ``outcome`` is news for this reservation (a repeated answer counts once)."""
@@ -404,6 +420,8 @@ class ProtocolCall:
             self._record_charged(result)
         if rid is not None and name in ("commit", "release") and _reservation_gone(result):
             t.reservation_closed(rid)
+        elif rid is not None and name == "extend" and result.ok:
+            t.reservation_extended(rid, result.body)
 
     def _record_reserve(self, result: _Result) -> None:
         request, instruments = self._request, self._t.instruments
@@ -428,7 +446,7 @@ class ProtocolCall:
         if amount is not None and unit:
             instruments.reserved.add(amount, {sc.LABEL_UNIT: unit})
         if rid := text(field(result.body, "reservation_id")):
-            self._t.reservation_opened(rid, self.span)
+            self._t.reservation_opened(rid, self.span, request, result.body)
 
     def _record_charged(self, result: _Result) -> None:
         amount, unit = amount_of(field(result.body, "charged"))

@@ -13,6 +13,7 @@ from runcycles import AsyncCyclesClient, CyclesConfig  # type: ignore[import-unt
 
 from cycles_otel.autogen import BudgetedChatCompletionClient
 from cycles_otel.instrumentor import CyclesInstrumentor
+from cycles_otel.instruments import get_instruments
 from cycles_otel.testing.authority import LedgerSnapshot, LocalCyclesServer
 from cycles_otel.testing.telemetry import TelemetryCapture
 
@@ -52,6 +53,11 @@ def governed_authority(
         server.set_budget(SCOPE, allocated, unit=UNIT)
         key = server.create_api_key(TENANT)
         yield server, server.config(key, **{**FAST_TIMEOUTS, **options})
+
+
+def on_authority_time(telemetry: TelemetryCapture, server: LocalCyclesServer) -> None:
+    """Time the active gauge's leases on the authority's simulated clock, so tests move both at once."""
+    get_instruments(telemetry.meter_provider).active.clock = lambda: server.clock.now_ms() / 1000
 
 
 def budgeted_client(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cycles_otel.testing.telemetry import TelemetryCapture
+from tests.reliability_support import on_authority_time
 from tests.test_protocol_calls import (
     UNIT,
     authority,
@@ -52,3 +53,38 @@ async def test_one_count_per_provider_across_instrumentations(telemetry: Telemet
             await call(client, "release_reservation", held["reservation_id"], settle_body())
         await close(client)
     assert telemetry.value(ACTIVE) == 0
+
+
+async def test_an_unsettled_reservation_stops_counting_once_ttl_and_grace_have_passed(
+    telemetry: TelemetryCapture,
+) -> None:
+    """The authority lets go of a reservation nobody settled at expiry + grace; so does the gauge."""
+    with authority() as (server, config):
+        on_authority_time(telemetry, server)
+        client = make_client("async", config)
+        with instrumented(telemetry):
+            await call(client, "create_reservation", {**reserve_body(100), "grace_period_ms": 2_000})
+            server.clock.advance(60 + 1.5)  # past the TTL, inside the grace: a commit would still land
+            assert telemetry.value(ACTIVE) == 1
+            server.clock.advance(1)
+            assert telemetry.value(ACTIVE) == 0
+        await close(client)
+    assert {r.status for r in server.ledger().reservations} == {"EXPIRED"}
+
+
+async def test_an_extension_keeps_the_reservation_counted(telemetry: TelemetryCapture) -> None:
+    with authority() as (server, config):
+        on_authority_time(telemetry, server)
+        client = make_client("async", config)
+        with instrumented(telemetry):
+            held = (await call(client, "create_reservation", reserve_body(100))).body
+            server.clock.advance(50)
+            extended = await call(
+                client, "extend_reservation", held["reservation_id"], settle_body(extend_by_ms=30_000)
+            )
+            assert extended.is_success, extended.body
+            server.clock.advance(20)  # 70 s in: past the first TTL + grace (65 s), inside the new one (95 s)
+            assert telemetry.value(ACTIVE) == 1
+            server.clock.advance(30)
+            assert telemetry.value(ACTIVE) == 0
+        await close(client)
