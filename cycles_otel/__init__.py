@@ -40,7 +40,9 @@ Configuration
 ``CYCLES_OTEL_CARDINALITY_LIMIT`` (500), ``..._ALLOW``          label cardinality guard
 ``CYCLES_OTEL_PROMETHEUS_PORT``                                 ``configure_telemetry``'s endpoint
 ``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_PROTOCOL``  OTLP export
-``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``          prompt/completion text on spans (opt-in)
+``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``          prompt/completion text on spans (opt-in;
+                                                                 off, ``configure_telemetry`` also blanks the
+                                                                 ``message`` of AutoGen's runtime spans)
 
 API
 ---

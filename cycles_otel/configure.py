@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from cycles_otel.cardinality import CardinalityGuard
+from cycles_otel.content import ConversationRedactor, capture_content_enabled
 from cycles_otel.instruments import get_instruments
 
 PROMETHEUS_PORT_ENV = "CYCLES_OTEL_PROMETHEUS_PORT"
@@ -259,7 +260,9 @@ def configure_telemetry(
     ``otlp`` defaults to on when an ``OTEL_EXPORTER_OTLP_*ENDPOINT`` is set; the exporters read the
     standard ``OTEL_EXPORTER_OTLP_*`` variables. ``prometheus_port`` defaults to
     ``CYCLES_OTEL_PROMETHEUS_PORT`` (unset: no endpoint; 0: any free port). Bad values raise
-    ``ValueError`` naming the parameter or variable before anything starts.
+    ``ValueError`` naming the parameter or variable before anything starts. Unless
+    ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``, the message text AutoGen's runtime
+    spans carry is replaced before export (the spans stay).
     """
     env = os.environ
     if not isinstance(service_name, str) or not service_name.strip():
@@ -286,6 +289,8 @@ def configure_telemetry(
             ) from exc
         readers.append(ScrapedMetricReader(registry=registry))
     tracer_provider = TracerProvider(resource=resource)
+    if not capture_content_enabled(env):
+        tracer_provider.add_span_processor(ConversationRedactor())
     if otlp:
         span_exporter, otlp_reader = _exporters(protocol, env)
         tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
