@@ -117,7 +117,7 @@ class _Demo:
         self.section("One agent turn as a trace")
         self.say(render(turn) if turn else "(no committed researcher turn was traced)")
         alerts = self._alerts(prometheus)
-        self._flush_metrics(telemetry)
+        telemetry.meter_provider.force_flush()  # the last points over OTLP (scrapes stay single)
         self._export(progress, check, outcome, alerts, turn)
         self._print_destinations(prometheus)
         self.say(f"\nDone in {time.monotonic() - started:.1f} s.")
@@ -210,15 +210,6 @@ class _Demo:
             self.say("(no alert is pending or firing)")
         return alerts
 
-    def _flush_metrics(self, telemetry: TelemetryHandle) -> None:
-        """Push the last metric points over OTLP.
-
-        A provider-wide flush also queues a copy in the Prometheus reader, which the next scrape would
-        serve as duplicate series (a real Prometheus rejects that scrape): drain it with one scrape.
-        """
-        telemetry.meter_provider.force_flush()
-        if telemetry.prometheus_url:
-            scrape(telemetry.prometheus_url)
 
     def _export(
         self,
