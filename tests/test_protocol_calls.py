@@ -18,6 +18,7 @@ from cycles_otel import semconv as sc
 from cycles_otel.instrumentor import CyclesInstrumentor
 from cycles_otel.testing.authority import LocalCyclesServer
 from cycles_otel.testing.telemetry import TelemetryCapture
+from tests.reliability_support import instrumented
 
 TENANT = "acme"
 SCOPE = f"tenant:{TENANT}"
@@ -31,18 +32,6 @@ def authority(allocated: int = 1_000_000) -> Iterator[tuple[LocalCyclesServer, C
     with LocalCyclesServer() as server:
         server.set_budget(SCOPE, allocated, unit=UNIT)
         yield server, server.config(server.create_api_key(TENANT), tenant=TENANT)
-
-
-@contextmanager
-def instrumented(telemetry: TelemetryCapture) -> Iterator[CyclesInstrumentor]:
-    instrumentor = CyclesInstrumentor()
-    instrumentor.instrument(
-        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
-    )
-    try:
-        yield instrumentor
-    finally:
-        instrumentor.uninstrument()
 
 
 async def call(client: Client, method: str, *args: Any, **kwargs: Any) -> Any:
