@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 from autogen_core.models import UserMessage
@@ -437,3 +438,30 @@ async def test_an_enclosing_cycles_reservation_keeps_its_context(
 
     assert seen[0] is not None and seen[1] is seen[0]
     assert len(authority.assert_settled().reservations) == 2
+
+
+async def test_a_cancellation_arriving_with_the_reserve_answer_still_cancels(
+    authority: Authority, instrumented: TelemetryCapture
+) -> None:
+    """The caller is cancelled in the instant the reserve answer lands (where asyncio.wait_for drops it)."""
+    cycles_client = authority.client()
+    inner = replay("never sent")
+    client = budgeted(authority, instrumented, inner, cycles_client=cycles_client)
+    answer_reserve = cycles_client.create_reservation
+    caller: asyncio.Task[Any] | None = None
+
+    async def reserve_then_cancel_the_caller(*args: Any, **kwargs: Any) -> Any:
+        response = await answer_reserve(*args, **kwargs)
+        assert caller is not None
+        caller.cancel()
+        return response
+
+    cycles_client.create_reservation = reserve_then_cancel_the_caller
+    caller = asyncio.ensure_future(client.create(HELLO))
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+
+    snap = authority.assert_settled()
+    assert [r.status for r in snap.reservations] == ["RELEASED"]
+    assert (instrumented.span("cycles.reservation").attributes or {})["error.type"] == "CancelledError"
+    assert instrumented.spans("chat gpt-4o") == []  # the model was never asked

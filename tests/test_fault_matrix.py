@@ -83,26 +83,102 @@ def _s(*statuses: str) -> frozenset[str]:
     return frozenset(statuses)
 
 
-# Reserve faults strike twice: runcycles retries a failed create once with the same key.
+def protocol_faults(model_error: type[BaseException], charged: int) -> dict[str, Case]:
+    """Faults on reserve, commit and release, as both ways of governing a call meet them.
+
+    ``model_error`` is what the guarded work raises in the release cases; ``charged`` what a
+    committed call spends (-1: some amount, priced from usage).
+    Reserve faults strike twice: runcycles retries a failed create once with the same key.
+    """
+    return {
+        "reserve-500": Case(
+            fail("reserve", 500, times=2),
+            raises=CyclesProtocolError,
+            fault_span=sc.SPAN_RESERVE,
+            error_type="INTERNAL_ERROR",
+        ),
+        "reserve-timeout": Case(
+            hold("reserve", times=2),
+            raises=CyclesProtocolError,
+            fault_span=sc.SPAN_RESERVE,
+            error_type="ReadTimeout",
+        ),
+        "reserve-dropped": Case(
+            drop("reserve", times=2),
+            raises=CyclesProtocolError,
+            fault_span=sc.SPAN_RESERVE,
+            error_type="RemoteProtocolError",
+        ),
+        "commit-500": Case(
+            fail("commit", 500),
+            fault_span=sc.SPAN_COMMIT,
+            error_type="INTERNAL_ERROR",
+            statuses=_s("COMMITTED"),
+            charged=charged,
+            late=sc.SPAN_COMMIT,
+        ),
+        "commit-timeout": Case(
+            hold("commit"),
+            fault_span=sc.SPAN_COMMIT,
+            error_type="ReadTimeout",
+            statuses=_s("COMMITTED"),
+            charged=charged,
+            late=sc.SPAN_COMMIT,
+        ),
+        "commit-dropped": Case(
+            drop("commit"),
+            fault_span=sc.SPAN_COMMIT,
+            error_type="RemoteProtocolError",
+            statuses=_s("COMMITTED"),
+            charged=charged,
+            late=sc.SPAN_COMMIT,
+        ),
+        "commit-429": Case(
+            fail("commit", 429, "LIMIT_EXCEEDED"),
+            fault_span=sc.SPAN_COMMIT,
+            error_type="LIMIT_EXCEEDED",
+            statuses=_s("COMMITTED"),
+            charged=charged,
+            late=sc.SPAN_COMMIT,
+        ),
+        "commit-410-expired": Case(
+            nothing,
+            work="expire",
+            fault_span=sc.SPAN_COMMIT,
+            error_type="RESERVATION_EXPIRED",
+            statuses=_s("EXPIRED"),
+            charged=charged,
+            late=sc.SPAN_EVENT,
+        ),
+        "release-500": Case(
+            fail("release", 500),
+            work="raise",
+            raises=model_error,
+            fault_span=sc.SPAN_RELEASE,
+            error_type="INTERNAL_ERROR",
+            statuses=_s("EXPIRED"),
+        ),
+        "release-timeout": Case(
+            hold("release"),
+            work="raise",
+            raises=model_error,
+            fault_span=sc.SPAN_RELEASE,
+            error_type="ReadTimeout",
+            statuses=_s("EXPIRED"),
+        ),
+        "release-dropped": Case(
+            drop("release"),
+            work="raise",
+            raises=model_error,
+            fault_span=sc.SPAN_RELEASE,
+            error_type="RemoteProtocolError",
+            statuses=_s("EXPIRED"),
+        ),
+    }
+
+
 DECORATOR_CASES: dict[str, Case] = {
-    "reserve-500": Case(
-        fail("reserve", 500, times=2),
-        raises=CyclesProtocolError,
-        fault_span=sc.SPAN_RESERVE,
-        error_type="INTERNAL_ERROR",
-    ),
-    "reserve-timeout": Case(
-        hold("reserve", times=2),
-        raises=CyclesProtocolError,
-        fault_span=sc.SPAN_RESERVE,
-        error_type="ReadTimeout",
-    ),
-    "reserve-dropped": Case(
-        drop("reserve", times=2),
-        raises=CyclesProtocolError,
-        fault_span=sc.SPAN_RESERVE,
-        error_type="RemoteProtocolError",
-    ),
+    **protocol_faults(ModelFailed, ACTUAL),
     "reserve-500-once-recovers": Case(
         fail("reserve", 500),
         fault_span=sc.SPAN_RESERVE,
@@ -117,38 +193,6 @@ DECORATOR_CASES: dict[str, Case] = {
         error_type="INTERNAL_ERROR",
         statuses=_s("EXPIRED"),
     ),
-    "commit-500": Case(
-        fail("commit", 500),
-        fault_span=sc.SPAN_COMMIT,
-        error_type="INTERNAL_ERROR",
-        statuses=_s("COMMITTED"),
-        charged=ACTUAL,
-        late=sc.SPAN_COMMIT,
-    ),
-    "commit-timeout": Case(
-        hold("commit"),
-        fault_span=sc.SPAN_COMMIT,
-        error_type="ReadTimeout",
-        statuses=_s("COMMITTED"),
-        charged=ACTUAL,
-        late=sc.SPAN_COMMIT,
-    ),
-    "commit-dropped": Case(
-        drop("commit"),
-        fault_span=sc.SPAN_COMMIT,
-        error_type="RemoteProtocolError",
-        statuses=_s("COMMITTED"),
-        charged=ACTUAL,
-        late=sc.SPAN_COMMIT,
-    ),
-    "commit-429": Case(
-        fail("commit", 429, "LIMIT_EXCEEDED"),
-        fault_span=sc.SPAN_COMMIT,
-        error_type="LIMIT_EXCEEDED",
-        statuses=_s("COMMITTED"),
-        charged=ACTUAL,
-        late=sc.SPAN_COMMIT,
-    ),
     "commit-answer-lost": Case(
         fail("commit", 500, after=True),
         fault_span=sc.SPAN_COMMIT,
@@ -156,39 +200,6 @@ DECORATOR_CASES: dict[str, Case] = {
         statuses=_s("COMMITTED"),
         charged=ACTUAL,
         late=sc.SPAN_COMMIT,
-    ),
-    "commit-410-expired": Case(
-        nothing,
-        work="expire",
-        fault_span=sc.SPAN_COMMIT,
-        error_type="RESERVATION_EXPIRED",
-        statuses=_s("EXPIRED"),
-        charged=ACTUAL,
-        late=sc.SPAN_EVENT,
-    ),
-    "release-500": Case(
-        fail("release", 500),
-        work="raise",
-        raises=ModelFailed,
-        fault_span=sc.SPAN_RELEASE,
-        error_type="INTERNAL_ERROR",
-        statuses=_s("EXPIRED"),
-    ),
-    "release-timeout": Case(
-        hold("release"),
-        work="raise",
-        raises=ModelFailed,
-        fault_span=sc.SPAN_RELEASE,
-        error_type="ReadTimeout",
-        statuses=_s("EXPIRED"),
-    ),
-    "release-dropped": Case(
-        drop("release"),
-        work="raise",
-        raises=ModelFailed,
-        fault_span=sc.SPAN_RELEASE,
-        error_type="RemoteProtocolError",
-        statuses=_s("EXPIRED"),
     ),
     "model-raises": Case(nothing, work="raise", raises=ModelFailed, statuses=_s("RELEASED")),
     "cancelled-mid-call": Case(
@@ -433,81 +444,7 @@ async def drive(
 
 
 CLIENT_CASES: dict[str, Case] = {
-    "reserve-500": Case(
-        fail("reserve", 500, times=2),
-        raises=CyclesProtocolError,
-        fault_span=sc.SPAN_RESERVE,
-        error_type="INTERNAL_ERROR",
-    ),
-    "reserve-timeout": Case(
-        hold("reserve", times=2),
-        raises=CyclesProtocolError,
-        fault_span=sc.SPAN_RESERVE,
-        error_type="ReadTimeout",
-    ),
-    "reserve-dropped": Case(
-        drop("reserve", times=2),
-        raises=CyclesProtocolError,
-        fault_span=sc.SPAN_RESERVE,
-        error_type="RemoteProtocolError",
-    ),
-    "commit-500": Case(
-        fail("commit", 500),
-        fault_span=sc.SPAN_COMMIT,
-        error_type="INTERNAL_ERROR",
-        statuses=_s("COMMITTED"),
-        charged=-1,
-        late=sc.SPAN_COMMIT,
-    ),
-    "commit-timeout": Case(
-        hold("commit"),
-        fault_span=sc.SPAN_COMMIT,
-        error_type="ReadTimeout",
-        statuses=_s("COMMITTED"),
-        charged=-1,
-        late=sc.SPAN_COMMIT,
-    ),
-    "commit-dropped": Case(
-        drop("commit"),
-        fault_span=sc.SPAN_COMMIT,
-        error_type="RemoteProtocolError",
-        statuses=_s("COMMITTED"),
-        charged=-1,
-        late=sc.SPAN_COMMIT,
-    ),
-    "commit-429": Case(
-        fail("commit", 429, "LIMIT_EXCEEDED"),
-        fault_span=sc.SPAN_COMMIT,
-        error_type="LIMIT_EXCEEDED",
-        statuses=_s("COMMITTED"),
-        charged=-1,
-        late=sc.SPAN_COMMIT,
-    ),
-    "commit-410-expired": Case(
-        nothing,
-        work="expire",
-        fault_span=sc.SPAN_COMMIT,
-        error_type="RESERVATION_EXPIRED",
-        statuses=_s("EXPIRED"),
-        charged=-1,
-        late=sc.SPAN_EVENT,
-    ),
-    "release-500": Case(
-        fail("release", 500),
-        work="raise",
-        raises=InternalServerError,
-        fault_span=sc.SPAN_RELEASE,
-        error_type="INTERNAL_ERROR",
-        statuses=_s("EXPIRED"),
-    ),
-    "release-dropped": Case(
-        drop("release"),
-        work="raise",
-        raises=InternalServerError,
-        fault_span=sc.SPAN_RELEASE,
-        error_type="RemoteProtocolError",
-        statuses=_s("EXPIRED"),
-    ),
+    **protocol_faults(InternalServerError, -1),
     "model-raises": Case(
         nothing,
         work="raise",

@@ -37,7 +37,13 @@ heartbeat/extend, durable commit journal and retries, ``/v1/events`` recovery) -
 commit the priced ``CreateResult.usage``. Everything is async; the event loop never blocks.
 
 * Any exception, ``asyncio.CancelledError`` included, releases the reservation; the caller gets
-  the very same exception object.
+  the very same exception object. A cancellation that lands as the reserve answer arrives (which
+  Python 3.11's ``asyncio.wait_for`` inside runcycles would drop) still cancels, before the model
+  is called.
+* The commit runs in a task of its own: a caller cancelled after the model has answered still
+  commits. ``settle_in_background=True`` returns the result before the commit lands (one
+  authority round trip off each call); ``await client.settled()`` or ``close()`` waits for every
+  pending commit. Settle before the event loop stops.
 * A result with ``cached=True`` commits 0: the call is on the ledger with its token counts, and
   costs nothing (a release would be recorded as a failed call).
 * A denial raises runcycles' own typed error (``BudgetExceededError``,

@@ -35,6 +35,13 @@ def tool_names(name: str, value: Sequence[str] | None) -> list[str] | None:
     return list(value)
 
 
+def check_flag(name: str, value: object) -> bool:
+    """``value`` if it is a bool; anything else (``"false"`` is truthy) is a ``TypeError`` naming ``name``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    return value
+
+
 def check_base_url(base_url: str) -> None:
     """Raise ``ValueError`` unless the Cycles base URL is an absolute http(s) URL."""
     parts = urlsplit(base_url)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +36,8 @@ from cycles_otel.autogen.team import record_denial
 from cycles_otel.autogen.telemetry import CallTelemetry
 from cycles_otel.autogen.usage import stream_usage_kwargs, with_output_cap
 from cycles_otel.pricing import PriceTable, UnknownModelError, microcents_to_usd
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,8 @@ class GovernedCall:
     # --- reserve -------------------------------------------------------------------------------
     async def reserve(self) -> None:
         """Reserve the estimate; a denial raises runcycles' typed error with code and request id filled."""
+        task = asyncio.current_task()
+        cancels_before = task.cancelling() if task is not None else 0
         with self.telemetry.current():
             try:
                 await self._reservation.__aenter__()
@@ -109,6 +116,10 @@ class GovernedCall:
                 record_denial(exc, self._agent)
                 raise
         self._reserved = True
+        # Python 3.11's asyncio.wait_for (around runcycles' reserve) swallows a cancellation that
+        # lands as the answer arrives: honour it here, before the model costs anything.
+        if task is not None and task.cancelling() > cancels_before:
+            raise asyncio.CancelledError
 
     def shape(
         self, tools: Tools, extra_create_args: Mapping[str, Any], *, stream: bool
@@ -172,6 +183,11 @@ class GovernedCall:
             0.0 if cached else self._g.cost_usd(input_tokens, output_tokens),
         )
 
+    def hand_off(self) -> None:
+        """The commit now runs in a task: the caller's context no longer holds this reservation."""
+        self._settled = True
+        _set_context(self._outer_context)
+
     async def abort(self, exc: BaseException, streamed_text: str = "") -> None:
         """Settle a call that did not end normally; the caller re-raises ``exc``.
 
@@ -207,8 +223,86 @@ class GovernedCall:
                 if self._outer_context is not None:  # an enclosing @cycles run keeps its context
                     _set_context(self._outer_context)
 
+    async def settle(self) -> None:
+        """Commit, then end the call's span: the body of a settlement task (see :class:`Settlements`)."""
+        try:
+            await self.commit()
+        except BaseException as exc:  # the span says so; the task's owner decides who else hears of it
+            self.telemetry.failed(exc)
+            raise
+        finally:
+            self.end()
+
     def end(self) -> None:
         self.telemetry.end()
+
+
+class Settlements:
+    """The commits of one client that run as tasks, so that ``close()`` can wait for every one.
+
+    A commit runs in its own task, never in the caller's: cancelling the caller once the model has
+    answered leaves the commit running. runcycles retries a retryable failure and, when its journal
+    is on, writes the commit to disk before sending it: a commit cut off by the process stopping
+    is replayed by the next process.
+
+    A background commit is nobody's answer: it lets the calls of this client that still wait for
+    theirs go first (for at most ``defer_s``). All share one event loop, and each commit's CPU
+    spent ahead of them would delay their answers.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._answering = 0
+        self._quiet: list[asyncio.Future[None]] = []  # deferred commits waiting for no call to be answering
+
+    @contextmanager
+    def answering(self) -> Iterator[None]:
+        """A call waits for its answer meanwhile (from its reserve to the model's reply)."""
+        self._answering += 1
+        try:
+            yield
+        finally:
+            self._answering -= 1
+            if not self._answering:
+                quiet, self._quiet = self._quiet, []
+                for waiter in quiet:
+                    if not waiter.done():
+                        waiter.set_result(None)
+
+    def start(self, call: GovernedCall, defer_s: float = 0.0) -> asyncio.Task[None]:
+        """Commit ``call`` in a task (it copies the caller's context: the span tree stays the same)."""
+        settling = self._after_answers(call, defer_s) if defer_s > 0 else call.settle()
+        task = asyncio.get_running_loop().create_task(settling)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        call.hand_off()
+        return task
+
+    async def _after_answers(self, call: GovernedCall, defer_s: float) -> None:
+        try:
+            if self._answering:
+                quiet = asyncio.get_running_loop().create_future()
+                self._quiet.append(quiet)
+                await asyncio.wait([quiet], timeout=defer_s)
+        finally:  # cancelled while waiting: commit all the same
+            await call.settle()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # retrieved here: never "unretrieved"
+            logger.warning("cycles_otel: a settlement failed", exc_info=task.exception())
+
+    async def wait(self) -> None:
+        """Wait until every commit started so far (and any started meanwhile) has landed or failed.
+
+        Only tasks of the running loop are awaited: a loop that has stopped already ended its own.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            running = [task for task in self._tasks if task.get_loop() is loop and not task.done()]
+            if not running:
+                return
+            await asyncio.wait(running)  # never cancels them, even if this wait is cancelled
 
 
 def _text_of(content: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import warnings
 from collections.abc import AsyncGenerator, Mapping, Sequence
@@ -29,10 +30,9 @@ from runcycles import (  # type: ignore[import-untyped]
 )
 from typing_extensions import Self
 
-from cycles_otel import semconv as sc
-from cycles_otel.autogen.arguments import check_base_url, check_subject, tool_names
+from cycles_otel.autogen.arguments import check_base_url, check_flag, check_subject, tool_names
 from cycles_otel.autogen.attribution import CallingAgent, calling_agent
-from cycles_otel.autogen.call import Governance, GovernedCall
+from cycles_otel.autogen.call import Governance, GovernedCall, Settlements
 from cycles_otel.autogen.config import (
     BudgetedChatCompletionClientConfig,
     cycles_config_for_load,
@@ -41,10 +41,14 @@ from cycles_otel.autogen.config import (
 from cycles_otel.autogen.estimate import EstimateAmount, Estimator, Tools
 from cycles_otel.autogen.telemetry import CallFacts, ClientTelemetry
 from cycles_otel.autogen.usage import configured_output_cap, inner_model, provider_name
+from cycles_otel.content import capture_content_enabled
 from cycles_otel.instrumentor import CyclesInstrumentor
 from cycles_otel.pricing import PriceTable
 
 SUPPORTED_UNITS = ("USD_MICROCENTS", "TOKENS")
+# How long a background commit may wait for calls still awaiting their answers (a quarter of the TTL
+# at most): meanwhile the reservation holds its estimate, not the actual cost.
+SETTLE_DEFER_MAX_S = 0.5
 
 
 class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatCompletionClientConfig]):
@@ -52,6 +56,19 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
 
     See :mod:`cycles_otel.autogen` for the manual (arguments, estimates, settlement rules, spans,
     metrics, teams, serialisation).
+
+    ``create()`` commits in a task of its own, so a caller cancelled after the model has answered
+    still commits. By default ``create()`` waits for that commit. With
+    ``settle_in_background=True`` it returns the ``CreateResult`` as soon as the inner client
+    answers and the commit lands later: one authority round trip off every call's latency, and in
+    a burst a commit also waits (at most 0.5 s, or a quarter of ``ttl_ms``) until no ``create()``
+    of this client awaits its answer. ``await client.settled()`` waits for every commit started so
+    far; ``close()`` does so before closing anything. A background commit that fails never raises
+    into the caller: its ``cycles.reservation`` span, which ends only once the commit has landed,
+    says ``cycles.outcome=failed``, and runcycles retries it (journaled first, when its journal is
+    on). Settle before the event loop stops (``close()`` or ``settled()``): a commit still running
+    then survives only in runcycles' journal. ``create_stream()`` always commits before its
+    generator ends.
     """
 
     component_type = "model"
@@ -84,6 +101,7 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         instrument_protocol: bool = True,
+        settle_in_background: bool = False,
     ) -> None:
         if not isinstance(inner, ChatCompletionClient):
             raise TypeError(f"inner must be an AutoGen ChatCompletionClient, got {type(inner).__name__}")
@@ -92,6 +110,9 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
             raise ValueError(f"unit={unit!r}: model calls are priced in one of {', '.join(SUPPORTED_UNITS)}")
         if max_output_tokens is not None and (isinstance(max_output_tokens, bool) or max_output_tokens < 1):
             raise ValueError(f"max_output_tokens must be a positive int, got {max_output_tokens!r}")
+        self._settle_in_background = check_flag("settle_in_background", settle_in_background)
+        self._settle_defer_s = min(SETTLE_DEFER_MAX_S, ttl_ms / 4_000) if settle_in_background else 0.0
+        self._settlements = Settlements()  # shared with with_agent() twins: close() waits for theirs too
         self._inner = inner
         self._cycles, self._owns_cycles = _async_client(cycles_client)
         config: CyclesConfig = self._cycles._config
@@ -135,7 +156,7 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
             tool_denylist=tool_names("tool_denylist", tool_denylist),
         )
         if capture_content is None:
-            capture_content = os.environ.get(sc.CAPTURE_CONTENT_ENV, "").strip().lower() == "true"
+            capture_content = capture_content_enabled(os.environ)
         self._emit_inference_span = emit_inference_span
         self._capture_content = capture_content
         self._providers = (tracer_provider, meter_provider)
@@ -179,25 +200,29 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
             messages, tools, extra_create_args, calling_agent(), otel_context.get_current()
         )
         try:
-            await call.reserve()
-            call_tools, call_args, _ = call.shape(tools, extra_create_args, stream=False)
-            with call.telemetry.inference():
-                result = await self._inner.create(
-                    messages,
-                    tools=call_tools,
-                    tool_choice=tool_choice,
-                    json_output=json_output,
-                    extra_create_args=call_args,
-                    cancellation_token=cancellation_token,
-                )
+            with self._settlements.answering():
+                await call.reserve()
+                call_tools, call_args, _ = call.shape(tools, extra_create_args, stream=False)
+                with call.telemetry.inference():
+                    result = await self._inner.create(
+                        messages,
+                        tools=call_tools,
+                        tool_choice=tool_choice,
+                        json_output=json_output,
+                        extra_create_args=call_args,
+                        cancellation_token=cancellation_token,
+                    )
             call.finish(result)
-            await call.commit()
-            return result
         except BaseException as exc:  # CancelledError included: the reservation must not leak
-            await call.abort(exc)
+            try:
+                await call.abort(exc)
+            finally:
+                call.end()
             raise
-        finally:
-            call.end()
+        settling = self._settlements.start(call, self._settle_defer_s)  # the task owns the call and span now
+        if not self._settle_in_background:
+            await asyncio.shield(settling)  # a cancelled caller leaves the commit running
+        return result
 
     def create_stream(
         self,
@@ -294,7 +319,16 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
         telemetry = self._telemetry.start(facts, parent)
         return GovernedCall(self._governance, cycles_subject, estimate, agent, telemetry, messages)
 
+    async def settled(self) -> None:
+        """Wait until every commit started so far by this client (and its ``with_agent`` twins) has landed.
+
+        Needed only with ``settle_in_background=True``; a commit that fails is reported by telemetry,
+        never raised here.
+        """
+        await self._settlements.wait()
+
     async def close(self) -> None:
+        await self._settlements.wait()
         await self._inner.close()
         if self._owns_cycles:
             await self._cycles.aclose()
@@ -349,6 +383,7 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
             tool_denylist=list(g.tool_denylist) if g.tool_denylist is not None else None,
             emit_inference_span=self._emit_inference_span,
             capture_content=self._capture_content,
+            settle_in_background=self._settle_in_background,
             **self._subject,
         )
 
@@ -374,6 +409,7 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
             max_output_tokens=config.max_output_tokens,
             emit_inference_span=config.emit_inference_span,
             capture_content=config.capture_content,
+            settle_in_background=config.settle_in_background,
         )
 
 

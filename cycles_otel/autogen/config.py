@@ -42,6 +42,7 @@ class BudgetedChatCompletionClientConfig(BaseModel):
     tool_denylist: list[str] | None = None
     emit_inference_span: bool = True
     capture_content: bool | None = None
+    settle_in_background: bool = False
 
 
 def without_secrets(component: ComponentModel) -> ComponentModel:

@@ -6,12 +6,12 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from autogen_core.models import CreateResult, LLMMessage
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
@@ -97,6 +97,7 @@ class ClientTelemetry:
         self.emit_inference_span = emit_inference_span
         self.capture_content = capture_content
         self._genai_labels: dict[tuple[CardinalityGuard, str, str], GenAiLabels] = {}
+        self._cost_labels: dict[tuple[CardinalityGuard, str, str], Mapping[str, AttributeValue]] = {}
 
     def genai_labels(self, provider: str, model: str) -> GenAiLabels:
         """The GenAI metric labels of ``model``, built once per guard that admits the model."""
@@ -109,6 +110,20 @@ class ClientTelemetry:
         # An admitted value stays admitted; a collapsed one is asked again (and counted) each call.
         if bounded == model:
             self._genai_labels[(guard, provider, model)] = found
+        return found
+
+    def cost_labels(self, model: str, agent: str) -> Mapping[str, AttributeValue]:
+        """The cost counter's labels for ``model`` and ``agent``, built once per guard that admits both."""
+        guard = self.instruments.guard
+        found = self._cost_labels.get((guard, model, agent))
+        if found is not None:
+            return found
+        bounded_model = guard.bound(sc.GEN_AI_REQUEST_MODEL, model)
+        bounded_agent = guard.bound(sc.GEN_AI_AGENT_NAME, agent)
+        found = {sc.GEN_AI_REQUEST_MODEL: bounded_model, sc.GEN_AI_AGENT_NAME: bounded_agent}
+        # An admitted pair stays admitted; a collapsed value is asked (and counted) again each call.
+        if bounded_model == model and bounded_agent == agent:
+            self._cost_labels[(guard, model, agent)] = found
         return found
 
     def start(self, facts: CallFacts, parent: Context | None) -> CallTelemetry:
@@ -193,13 +208,8 @@ class CallTelemetry:
             attributes[sc.CYCLES_COST_USD] = cost_usd
         self.span.set_attributes(attributes)
         if cost_usd is not None and cost_usd > 0:
-            guard = self._owner.instruments.guard
             self._owner.instruments.cost_usd.add(
-                cost_usd,
-                {
-                    sc.GEN_AI_REQUEST_MODEL: guard.bound(sc.GEN_AI_REQUEST_MODEL, self._facts.model),
-                    sc.GEN_AI_AGENT_NAME: guard.bound(sc.GEN_AI_AGENT_NAME, self._facts.agent_name or ""),
-                },
+                cost_usd, self._owner.cost_labels(self._facts.model, self._facts.agent_name or "")
             )
 
     @_never_raises
@@ -211,19 +221,12 @@ class CallTelemetry:
         self.span.end()
 
     # --- inference -----------------------------------------------------------------------------
-    @contextmanager
-    def current(self, span: Span | None = None) -> Iterator[None]:
+    def current(self, span: Span | None = None) -> SpanInContext:
         """Make the reservation (or inference) span current for a stretch without ``yield``s."""
-        # Exceptions are recorded once, by failed() / inference_done(), with our error.type.
-        with trace.use_span(
-            span or self.span, end_on_exit=False, record_exception=False, set_status_on_exception=False
-        ):
-            yield
+        return SpanInContext(span or self.span)
 
-    @contextmanager
-    def inference(self) -> Iterator[None]:
-        with self.current(self._inference or self.span):
-            yield
+    def inference(self) -> SpanInContext:
+        return SpanInContext(self._inference or self.span)
 
     @_never_raises
     def start_inference(self, messages: Sequence[LLMMessage], max_tokens: int | None) -> None:
@@ -289,6 +292,29 @@ class CallTelemetry:
         if exc is not None:
             _mark_error(span, exc)
         span.end()
+
+
+class SpanInContext:
+    """``with SpanInContext(span):`` makes ``span`` current, nothing more (never ends it).
+
+    What ``trace.use_span(span, end_on_exit=False, record_exception=False,
+    set_status_on_exception=False)`` does, without its two generator-based context managers:
+    exceptions are recorded once, by ``failed()`` / ``inference_done()``, with our ``error.type``.
+    """
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: Span) -> None:
+        self._span = span
+        self._token: object | None = None
+
+    def __enter__(self) -> None:
+        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+            self._token = None
 
 
 def _mark_error(span: Span, exc: BaseException) -> None:
