@@ -163,7 +163,7 @@ def _inject(request: httpx.Request) -> None:
 
 
 async def _inject_async(request: httpx.Request) -> None:
-    _inject(request)
+    propagate.inject(request.headers)  # as _inject: one frame fewer on every protocol call
 
 
 class TraceHeaderHooks:
@@ -176,9 +176,15 @@ class TraceHeaderHooks:
     def __init__(self) -> None:
         self._hooked: weakref.WeakSet[httpx.Client | httpx.AsyncClient] = weakref.WeakSet()
         self._lock = threading.Lock()
+        # The client seen last: an app usually has one, so most calls stop at this check.
+        self._last: weakref.ref[httpx.Client | httpx.AsyncClient] | None = None
 
     def ensure(self, http: object) -> None:
+        last = self._last
+        if last is not None and last() is http:
+            return
         if http in self._hooked:
+            self._last = weakref.ref(http)  # type: ignore[arg-type]
             return
         if isinstance(http, httpx.AsyncClient):
             hook: Any = _inject_async
@@ -191,6 +197,7 @@ class TraceHeaderHooks:
             if hook not in hooks:
                 hooks.append(hook)
             self._hooked.add(http)
+            self._last = weakref.ref(http)
 
     def remove_all(self) -> None:
         with self._lock:
@@ -200,3 +207,4 @@ class TraceHeaderHooks:
                     while hook in hooks:
                         hooks.remove(hook)
             self._hooked = weakref.WeakSet()
+            self._last = None

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from types import MappingProxyType
 from typing import Any, Final
 
 from opentelemetry import context as otel_context
@@ -28,6 +29,9 @@ RECOVERED_ID_KEY: Final = "recovered_reservation_id"
 # Once committed or released, a reservation's later answers (replays, retries) count no more.
 FINAL_OUTCOMES: Final = (sc.OUTCOME_COMMITTED, sc.OUTCOME_RELEASED)
 UNKNOWN: Final = "unknown"
+SUBJECT_ATTRIBUTES: Final = tuple((name, sc.CYCLES_SUBJECT_PREFIX + name) for name in sc.SUBJECT_FIELDS)
+REQUEST_AMOUNTS: Final = (("estimate", sc.CYCLES_ESTIMATE_AMOUNT), ("actual", sc.CYCLES_ACTUAL_AMOUNT))
+RESPONSE_AMOUNTS: Final = (("charged", sc.CYCLES_CHARGED_AMOUNT), ("released", sc.CYCLES_RELEASED_AMOUNT))
 
 
 @dataclass(frozen=True)
@@ -67,14 +71,42 @@ OPERATIONS: Final = (
 
 
 # --- reading pydantic models and dicts alike ------------------------------------------------------
-def field(obj: Any, name: str) -> Any:
+class _ByAttribute:
+    """``get`` for an object that is neither a mapping nor a pydantic model."""
+
+    __slots__ = ("_obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self._obj = obj
+
+    def get(self, name: str) -> Any:
+        return getattr(self._obj, name, None)
+
+
+Fields = Mapping[str, Any] | _ByAttribute
+NO_FIELDS: Final[Mapping[str, Any]] = MappingProxyType({})
+
+
+def fields_of(obj: Any) -> Fields:
+    """``obj``'s fields, read with ``.get(name)`` (None when absent), whatever ``obj`` is.
+
+    A pydantic model's declared fields all sit in its ``__dict__`` (runcycles' models forbid extra
+    ones); reading that avoids pydantic's ``__getattr__``, which raises (slowly) for a missing field.
+    """
     if type(obj) is dict:  # bodies and most requests: skip the (slower) ABC check
-        return obj.get(name)
+        return obj
     if obj is None:
-        return None
+        return NO_FIELDS
+    if getattr(obj, "__pydantic_fields__", None) is not None:
+        extra = getattr(obj, "__pydantic_extra__", None)
+        return {**obj.__dict__, **extra} if extra else obj.__dict__
     if isinstance(obj, Mapping):
-        return obj.get(name)
-    return getattr(obj, name, None)
+        return obj
+    return _ByAttribute(obj)
+
+
+def field(obj: Any, name: str) -> Any:
+    return fields_of(obj).get(name)
 
 
 def text(value: Any) -> str | None:
@@ -94,7 +126,8 @@ def whole(value: Any) -> int | None:
 
 def amount_of(obj: Any) -> tuple[int | None, str | None]:
     """(amount, unit) of a protocol ``Amount``, as a model or a dict."""
-    return whole(field(obj, "amount")), text(field(obj, "unit"))
+    amount = fields_of(obj)
+    return whole(amount.get("amount")), text(amount.get("unit"))
 
 
 def _never_raises(step: Callable[..., None]) -> Callable[..., None]:
@@ -135,9 +168,9 @@ def classify(op: Operation, response: Any) -> _Result:
         result.error_type = type(exc).__name__ if exc is not None else "TransportError"
         return result
     if result.ok:
-        result.decision = text(field(body, "decision")) if op.can_deny else None
-        if result.decision == sc.DECISION_DENY:
-            result.reason = text(field(body, "reason_code"))
+        result.decision = text(body.get("decision")) if op.can_deny and body is not None else None
+        if result.decision == sc.DECISION_DENY and body is not None:
+            result.reason = text(body.get("reason_code"))
         return result
     # runcycles' ErrorResponse rejects the trace_id real servers send: read the raw body.
     result.error_code = text(field(body, "error"))
@@ -264,26 +297,32 @@ class ProtocolCall:
         return late or current.is_valid, [Link(reserve_span)]
 
     def _annotate_request(self, late: bool) -> None:
-        span, request = self.span, self._request
+        span, request = self.span, fields_of(self._request)
         attrs: dict[str, AttributeValue] = {}
         if self._reservation_id:
             attrs[sc.CYCLES_RESERVATION_ID] = self._reservation_id
-        subject = field(request, "subject") if self._op.takes_body else request
-        for subject_field in sc.SUBJECT_FIELDS:
-            if value := text(field(subject, subject_field)):
-                attrs[sc.CYCLES_SUBJECT_PREFIX + subject_field] = value
-        action = field(request, "action")
-        if kind := text(field(action, "kind")):
-            attrs[sc.CYCLES_ACTION_KIND] = kind
-        if action_name := text(field(action, "name")):
-            attrs[sc.CYCLES_ACTION_NAME] = action_name
-        for key, attr in (("estimate", sc.CYCLES_ESTIMATE_AMOUNT), ("actual", sc.CYCLES_ACTUAL_AMOUNT)):
-            amount, unit = amount_of(field(request, key))
+        # Most parts exist on one operation only (a commit has no subject): absent ones are skipped whole.
+        subject = request.get("subject") if self._op.takes_body else self._request
+        if subject is not None:
+            subject_fields = fields_of(subject)
+            for subject_field, attr in SUBJECT_ATTRIBUTES:
+                if (value := subject_fields.get(subject_field)) is not None and (value := text(value)):
+                    attrs[attr] = value
+        if (action := request.get("action")) is not None:
+            action_fields = fields_of(action)
+            if kind := text(action_fields.get("kind")):
+                attrs[sc.CYCLES_ACTION_KIND] = kind
+            if action_name := text(action_fields.get("name")):
+                attrs[sc.CYCLES_ACTION_NAME] = action_name
+        for key, attr in REQUEST_AMOUNTS:
+            if (found := request.get(key)) is None:
+                continue
+            amount, unit = amount_of(found)
             if amount is not None:
                 attrs[attr] = amount
             if unit:
                 attrs[sc.CYCLES_UNIT] = unit
-        if field(request, "dry_run") is True:
+        if request.get("dry_run") is True:
             attrs[sc.CYCLES_DRY_RUN] = True
         if late:
             attrs[sc.CYCLES_LATE_SETTLEMENT] = True
@@ -346,34 +385,37 @@ class ProtocolCall:
     def _annotate_response(
         self, result: _Result, response: Any, outcome: str | None, balances: list[Mapping[str, Any]]
     ) -> None:
-        span, body = self.span, result.body
+        span, body = self.span, result.body or NO_FIELDS
         attrs: dict[str, AttributeValue] = {}
         if result.status > 0:
             attrs[sc.HTTP_RESPONSE_STATUS_CODE] = result.status
         if request_id := text((getattr(response, "headers", None) or {}).get("x-request-id")):
             attrs[sc.CYCLES_REQUEST_ID] = request_id
-        if rid := text(field(body, "reservation_id")):
+        if rid := text(body.get("reservation_id")):
             attrs[sc.CYCLES_RESERVATION_ID] = rid
         if result.decision:
             attrs[sc.CYCLES_DECISION] = result.decision
         if result.reason:
             attrs[sc.CYCLES_REASON] = result.reason
-        if scope := text(field(body, "scope_path")):
+        if scope := text(body.get("scope_path")):
             attrs[sc.CYCLES_SCOPE] = scope
-        affected = field(body, "affected_scopes")
+        affected = body.get("affected_scopes")
         if isinstance(affected, list) and all(isinstance(s, str) for s in affected):
             attrs[sc.CYCLES_AFFECTED_SCOPES] = affected
-        for key, attr in (("charged", sc.CYCLES_CHARGED_AMOUNT), ("released", sc.CYCLES_RELEASED_AMOUNT)):
-            amount, unit = amount_of(field(body, key))
+        for key, attr in RESPONSE_AMOUNTS:
+            if (found := body.get(key)) is None:
+                continue
+            amount, unit = amount_of(found)
             if amount is not None:
                 attrs[attr] = amount
             if unit:
                 attrs[sc.CYCLES_UNIT] = unit
         if outcome:
             attrs[sc.CYCLES_OUTCOME] = outcome
-        over = [b.get("is_over_limit") for b in balances]
-        if self._op.name == "commit" and any(isinstance(o, bool) for o in over):
-            attrs[sc.CYCLES_OVER_LIMIT] = any(o is True for o in over)
+        if self._op.name == "commit":
+            over = [b.get("is_over_limit") for b in balances]
+            if any(isinstance(o, bool) for o in over):
+                attrs[sc.CYCLES_OVER_LIMIT] = any(o is True for o in over)
         span.set_attributes(attrs)
         if result.decision == sc.DECISION_DENY:
             event: dict[str, AttributeValue] = {sc.CYCLES_REASON: result.reason or UNKNOWN}
@@ -424,12 +466,12 @@ class ProtocolCall:
             t.reservation_extended(rid, result.body)
 
     def _record_reserve(self, result: _Result) -> None:
-        request, instruments = self._request, self._t.instruments
-        if result.decision is None or field(request, "dry_run") is True:
+        request, instruments = fields_of(self._request), self._t.instruments
+        if result.decision is None or request.get("dry_run") is True:
             return
-        action = field(request, "action")
-        kind = text(field(action, "kind")) or UNKNOWN
-        name = text(field(action, "name")) or UNKNOWN
+        action = fields_of(request.get("action"))
+        kind = text(action.get("kind")) or UNKNOWN
+        name = text(action.get("name")) or UNKNOWN
         labels: dict[str, AttributeValue] = {
             sc.LABEL_DECISION: result.decision,
             sc.LABEL_ACTION_KIND: self._t.bounded(sc.LABEL_ACTION_KIND, kind),
@@ -440,25 +482,28 @@ class ProtocolCall:
             instruments.reservations.add(1, labels)
             return
         instruments.reservations.add(1, labels)
-        amount, unit = amount_of(field(result.body, "reserved"))
+        body = result.body or NO_FIELDS
+        amount, unit = amount_of(body.get("reserved"))
         if amount is None:
-            amount, unit = amount_of(field(request, "estimate"))
+            amount, unit = amount_of(request.get("estimate"))
         if amount is not None and unit:
             instruments.reserved.add(amount, {sc.LABEL_UNIT: unit})
-        if rid := text(field(result.body, "reservation_id")):
-            self._t.reservation_opened(rid, self.span, request, result.body)
+        if rid := text(body.get("reservation_id")):
+            self._t.reservation_opened(rid, self.span, self._request, result.body)
 
     def _record_charged(self, result: _Result) -> None:
-        amount, unit = amount_of(field(result.body, "charged"))
+        amount, unit = amount_of((result.body or NO_FIELDS).get("charged"))
         if amount is None:
-            amount, unit = amount_of(field(self._request, "actual"))
+            amount, unit = amount_of(fields_of(self._request).get("actual"))
         if amount is not None and unit:
             self._t.instruments.charged.add(amount, {sc.LABEL_UNIT: unit})
 
 
 def _balances(body: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
-    balances = field(body, "balances")
-    return [b for b in balances if isinstance(b, Mapping)] if isinstance(balances, list) else []
+    balances = body.get("balances") if body is not None else None
+    if not isinstance(balances, list):
+        return []
+    return [b for b in balances if type(b) is dict or isinstance(b, Mapping)]  # dict first: no ABC check
 
 
 def _reservation_gone(result: _Result) -> bool:

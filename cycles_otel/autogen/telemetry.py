@@ -165,6 +165,8 @@ class CallTelemetry:
     def reserved(
         self, reservation_id: str, decision: str, max_tokens: int | None, tools_removed: Sequence[str]
     ) -> None:
+        if not self.span.is_recording():  # span-only work: skipped when the call is not traced
+            return
         attributes: dict[str, AttributeValue] = {
             sc.CYCLES_RESERVATION_ID: reservation_id,
             sc.CYCLES_DECISION: decision,
@@ -195,6 +197,21 @@ class CallTelemetry:
         actual_source: str | None,
         cost_usd: float | None,
     ) -> None:
+        if self.span.is_recording():
+            self._annotate_settlement(outcome, actual, charged, actual_source, cost_usd)
+        if cost_usd is not None and cost_usd > 0:
+            self._owner.instruments.cost_usd.add(
+                cost_usd, self._owner.cost_labels(self._facts.model, self._facts.agent_name or "")
+            )
+
+    def _annotate_settlement(
+        self,
+        outcome: str,
+        actual: int | None,
+        charged: int | None,
+        actual_source: str | None,
+        cost_usd: float | None,
+    ) -> None:
         attributes: dict[str, AttributeValue] = {sc.CYCLES_OUTCOME: outcome}
         if actual is not None:
             attributes[sc.CYCLES_ACTUAL_AMOUNT] = actual
@@ -207,10 +224,6 @@ class CallTelemetry:
         if cost_usd is not None:
             attributes[sc.CYCLES_COST_USD] = cost_usd
         self.span.set_attributes(attributes)
-        if cost_usd is not None and cost_usd > 0:
-            self._owner.instruments.cost_usd.add(
-                cost_usd, self._owner.cost_labels(self._facts.model, self._facts.agent_name or "")
-            )
 
     @_never_raises
     def failed(self, exc: BaseException) -> None:
@@ -280,17 +293,18 @@ class CallTelemetry:
         span, self._inference = self._inference, None
         if span is None:
             return
-        attributes: dict[str, AttributeValue] = {}
-        if result is not None or input_tokens or output_tokens:
-            attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] = input_tokens
-            attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = output_tokens
-        if result is not None:
-            attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [result.finish_reason]
-            if self._owner.capture_content and span.is_recording():
-                attributes[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps(_output_messages(result))
-        span.set_attributes(attributes)
-        if exc is not None:
-            _mark_error(span, exc)
+        if span.is_recording():
+            attributes: dict[str, AttributeValue] = {}
+            if result is not None or input_tokens or output_tokens:
+                attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] = input_tokens
+                attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = output_tokens
+            if result is not None:
+                attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [result.finish_reason]
+                if self._owner.capture_content:
+                    attributes[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps(_output_messages(result))
+            span.set_attributes(attributes)
+            if exc is not None:
+                _mark_error(span, exc)
         span.end()
 
 

@@ -210,7 +210,6 @@ class _Demo:
             self.say("(no alert is pending or firing)")
         return alerts
 
-
     def _export(
         self,
         progress: ProgressPrinter,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import uuid
 from collections.abc import Callable
@@ -42,12 +43,16 @@ class _HTTPServer(LoopbackHTTPServer):
         super().__init__(address, _Handler)
 
 
+DRAIN_SECONDS = 1.0  # how long a refused body is read and dropped before the connection closes
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Headers and body leave in one segment: split writes meet the client's delayed ACK (~40 ms each).
     wbufsize = 1 << 16
     disable_nagle_algorithm = True
     server: _HTTPServer
+    _unread_body = 0  # bytes of a refused request's body still on the wire
 
     def log_message(self, format: str, *args: Any) -> None:
         """One log line per request would drown test output and benchmarks."""
@@ -80,6 +85,8 @@ class _Handler(BaseHTTPRequestHandler):
         authority._record(request, operation, response)
         if response is not None:
             self._write(response)
+            if self._unread_body:
+                self._drain_unread_body()
         else:  # a dropped or timed-out call: close without a status line
             self.close_connection = True
 
@@ -103,6 +110,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(length_text)
         if length > limit:
             self.close_connection = True  # the unread body would corrupt the next request on this connection
+            self._unread_body = length
             return protocol.error(
                 request_id,
                 trace_id,
@@ -112,6 +120,18 @@ class _Handler(BaseHTTPRequestHandler):
             )
         request.body = self.rfile.read(length)
         return None
+
+    def _drain_unread_body(self) -> None:
+        """Read and drop the body left unread (briefly): closing on unread bytes resets the connection,
+        and the reset can destroy the answer before the client reads it."""
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(DRAIN_SECONDS)
+            remaining = self._unread_body
+            while remaining > 0 and (chunk := self.connection.recv(min(remaining, 65_536))):
+                remaining -= len(chunk)
+        except OSError:
+            pass  # the client went away: nothing left to protect
 
     def _write(self, response: Response) -> None:
         payload = b"" if self.command == "HEAD" else response.encode()  # HEAD answers carry no body
