@@ -11,6 +11,7 @@ from typing import Any
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from cycles_otel.semconv import LABEL_SCOPE, LABEL_UNIT
+from cycles_otel.wire import whole
 
 BALANCE_FIELDS = ("remaining", "allocated", "reserved", "spent", "debt")
 
@@ -31,11 +32,7 @@ class BalanceReading:
 
 
 def _amount(value: Any) -> int | None:
-    if isinstance(value, Mapping):
-        value = value.get("amount")
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return value
+    return whole(value.get("amount") if isinstance(value, Mapping) else value)
 
 
 def reading_from_balance(balance: Mapping[str, Any], now: float | None = None) -> BalanceReading | None:

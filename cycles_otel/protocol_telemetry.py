@@ -19,6 +19,7 @@ from cycles_otel import semconv as sc
 from cycles_otel.instruments import Instruments
 from cycles_otel.leases import DEFAULT_GRACE_MS, DEFAULT_TTL_MS
 from cycles_otel.propagation import BoundedMap, SettlementLinks, is_retry_attempt
+from cycles_otel.wire import whole
 
 logger = logging.getLogger(__name__)
 
@@ -117,11 +118,6 @@ def text(value: Any) -> str | None:
     if isinstance(value, Enum):
         value = value.value
     return value if isinstance(value, str) and value else None
-
-
-def whole(value: Any) -> int | None:
-    """``value`` if it is an integer (JSON booleans are not), else None."""
-    return None if isinstance(value, bool) or not isinstance(value, int) else value
 
 
 def amount_of(obj: Any) -> tuple[int | None, str | None]:
