@@ -11,7 +11,6 @@ from typing import Any
 from runcycles import AsyncCyclesClient, CyclesClient, CyclesConfig  # type: ignore[import-untyped]
 
 from benchmarks.common import (
-    ESTIMATE_MICROCENTS,
     MODEL,
     PROMPT,
     Batch,
@@ -36,24 +35,6 @@ AUTHORITY_DELAY_S = 0.020  # on reserve and on commit
 MODEL_LATENCY_S = 0.010
 RATIO_GOAL = 20.0
 POOL_LIMIT = 16  # a what-if: runcycles' httpx defaults are 100 connections, 20 kept alive
-
-
-def background_settling(inner: Any, cycles: AsyncCyclesClient, sdk: SdkTelemetry) -> Any:
-    """``governed()``'s client, with ``settle_in_background=True``."""
-    from cycles_otel.autogen import BudgetedChatCompletionClient
-
-    return BudgetedChatCompletionClient(
-        inner,
-        cycles,
-        tenant=TENANT,
-        agent="bench",
-        model=MODEL,
-        estimate_amount=ESTIMATE_MICROCENTS,
-        tracer_provider=sdk.tracer_provider,
-        meter_provider=sdk.meter_provider,
-        instrument_protocol=False,
-        settle_in_background=True,
-    )
 
 
 def with_pool_limit(cycles: AsyncCyclesClient, limit: int) -> AsyncCyclesClient:
@@ -106,7 +87,9 @@ async def _measure(scale: Scale) -> BenchResult:
         guide = CyclesBudgetClient(inner, sync_cycles, tenant=TENANT, agent="bench")
         ours = governed(inner, async_cycles, sdk.tracer_provider, sdk.meter_provider)
         ours_pooled = governed(inner, pooled_cycles, sdk.tracer_provider, sdk.meter_provider)
-        ours_background = background_settling(inner, async_cycles, sdk)
+        ours_background = governed(
+            inner, async_cycles, sdk.tracer_provider, sdk.meter_provider, settle_in_background=True
+        )
         settled_walls: list[float] = []
 
         async def guide_round() -> Batch:

@@ -352,8 +352,12 @@ def governed(
     tracer_provider: TracerProviderApi | None,
     meter_provider: MeterProviderApi | None,
     agent: str = "bench",
+    **options: Any,
 ) -> ChatCompletionClient:
-    """``BudgetedChatCompletionClient`` the way the benchmarks use it: the protocol layer is toggled apart."""
+    """``BudgetedChatCompletionClient`` the way the benchmarks use it: the protocol layer is toggled apart.
+
+    ``options`` go to the client as they are (e.g. ``settle_in_background=True``).
+    """
     from cycles_otel.autogen import BudgetedChatCompletionClient
 
     return BudgetedChatCompletionClient(
@@ -366,6 +370,7 @@ def governed(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
         instrument_protocol=False,
+        **options,
     )
 
 
