@@ -51,7 +51,8 @@ class TelemetryPath:
         from cycles_otel.autogen.telemetry import ClientTelemetry
         from cycles_otel.cardinality import CardinalityGuard
         from cycles_otel.instruments import get_instruments
-        from cycles_otel.protocol_telemetry import OPERATIONS, ProtocolTelemetry
+        from cycles_otel.protocol.call import ProtocolTelemetry
+        from cycles_otel.protocol.operations import OPERATIONS
 
         get_instruments(sdk.meter_provider, CardinalityGuard(limit=GUARD_LIMIT))
         self.client = ClientTelemetry(

@@ -112,7 +112,7 @@ def _quiet() -> Iterator[None]:
 
 def _telemetry_for(endpoint: str) -> Any:
     """``configure_telemetry`` exactly as an app calls it, exporting to ``endpoint`` over OTLP/HTTP."""
-    from cycles_otel.configure import configure_telemetry
+    from cycles_otel.app.configure import configure_telemetry
 
     saved = {name: os.environ.get(name) for name in [*EXPORT_ENV, "OTEL_EXPORTER_OTLP_ENDPOINT"]}
     os.environ.update({**EXPORT_ENV, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})

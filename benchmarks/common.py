@@ -321,7 +321,7 @@ def protocol_instrumented(
     tracer_provider: TracerProviderApi | None, meter_provider: MeterProviderApi | None
 ) -> Iterator[None]:
     """``CyclesInstrumentor`` on for a stretch (it patches runcycles' classes: one provider pair at once)."""
-    from cycles_otel.instrumentor import CyclesInstrumentor
+    from cycles_otel.protocol import CyclesInstrumentor
 
     instrumentor = CyclesInstrumentor()
     instrumentor.instrument(

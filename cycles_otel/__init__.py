@@ -56,18 +56,28 @@ Every span, attribute and metric is listed in ``docs/telemetry.md``.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cycles_otel.cardinality import CardinalityGuard
-from cycles_otel.instrumentor import CyclesInstrumentor
-from cycles_otel.instruments import Instruments, get_instruments
 from cycles_otel.version import __version__
 
-# Loaded on first use: exporters and the price table cost import time the instrumentor does not need.
+if TYPE_CHECKING:
+    from cycles_otel.app.configure import TelemetryHandle, configure_telemetry
+    from cycles_otel.app.poller import BalancePoller
+    from cycles_otel.cardinality import CardinalityGuard
+    from cycles_otel.instruments import Instruments, get_instruments
+    from cycles_otel.pricing import ModelPrice, PriceTable
+    from cycles_otel.protocol import CyclesInstrumentor
+
+# Every export loads on first use: ``import cycles_otel.pricing`` (or any one module) costs only
+# that module, and no module of the package is imported while the package itself initialises.
 _LAZY = {
-    "configure_telemetry": "cycles_otel.configure",
-    "TelemetryHandle": "cycles_otel.configure",
-    "BalancePoller": "cycles_otel.poller",
+    "CardinalityGuard": "cycles_otel.cardinality",
+    "CyclesInstrumentor": "cycles_otel.protocol",
+    "Instruments": "cycles_otel.instruments",
+    "get_instruments": "cycles_otel.instruments",
+    "configure_telemetry": "cycles_otel.app.configure",
+    "TelemetryHandle": "cycles_otel.app.configure",
+    "BalancePoller": "cycles_otel.app.poller",
     "PriceTable": "cycles_otel.pricing",
     "ModelPrice": "cycles_otel.pricing",
 }

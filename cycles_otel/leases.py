@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from cycles_otel.propagation import BoundedMap
+from cycles_otel.bounded import BoundedMap
 
 # The protocol's defaults for a reservation that names neither (cycles-protocol-v0 ReservationCreateRequest).
 DEFAULT_TTL_MS: Final = 60_000

@@ -15,8 +15,8 @@ from opentelemetry.util._once import Once
 from runcycles import AsyncCyclesClient
 
 from cycles_otel.autogen import BudgetedChatCompletionClient
-from cycles_otel.instrumentor import CyclesInstrumentor
 from cycles_otel.pricing import PriceTable
+from cycles_otel.protocol import CyclesInstrumentor
 from cycles_otel.testing.authority import LedgerSnapshot, LocalCyclesServer
 from cycles_otel.testing.telemetry import SpanNode, TelemetryCapture
 

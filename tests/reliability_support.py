@@ -12,8 +12,8 @@ from typing import Any
 from runcycles import AsyncCyclesClient, CyclesConfig  # type: ignore[import-untyped]
 
 from cycles_otel.autogen import BudgetedChatCompletionClient
-from cycles_otel.instrumentor import CyclesInstrumentor
 from cycles_otel.instruments import get_instruments
+from cycles_otel.protocol import CyclesInstrumentor
 from cycles_otel.testing.authority import LedgerSnapshot, LocalCyclesServer
 from cycles_otel.testing.telemetry import TelemetryCapture
 

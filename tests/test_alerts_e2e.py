@@ -31,11 +31,11 @@ from autogen_ext.models.openai import OpenAIChatCompletionClient
 from prometheus_client.parser import text_string_to_metric_families
 from runcycles import AsyncCyclesClient  # type: ignore[import-untyped]
 
+from cycles_otel.app.configure import TelemetryHandle, configure_telemetry
+from cycles_otel.app.poller import BalancePoller
 from cycles_otel.autogen import BUDGET_STOP_PREFIX, BudgetedChatCompletionClient, stop_on_budget
-from cycles_otel.configure import TelemetryHandle, configure_telemetry
-from cycles_otel.instrumentor import CyclesInstrumentor
-from cycles_otel.poller import BalancePoller
 from cycles_otel.pricing import ModelPrice, PriceTable
+from cycles_otel.protocol import CyclesInstrumentor
 from cycles_otel.semconv import LABEL_SCOPE
 from cycles_otel.testing.authority import LedgerSnapshot, LocalCyclesServer
 from cycles_otel.testing.fake_openai import FakeOpenAI, count_completion_tokens

@@ -14,7 +14,7 @@ import pytest
 
 from cycles_otel.testing.authority.cli import UsageError, parse_amount, parse_budget
 
-COMMAND = [sys.executable, "-m", "cycles_otel.cli", "authority"]
+COMMAND = [sys.executable, "-m", "cycles_otel.app.cli", "authority"]
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ import pytest
 from autogen_core.models import UserMessage
 from runcycles import AsyncCyclesClient, CyclesConfig, cycles  # type: ignore[import-untyped]
 
-from cycles_otel import exporter
+from cycles_otel.app import exporter
+from cycles_otel.app.configure import configure_telemetry
 from cycles_otel.autogen import BudgetedChatCompletionClient
-from cycles_otel.configure import configure_telemetry
 from cycles_otel.pricing import PriceTable
 from cycles_otel.testing.authority import LocalCyclesServer
 from cycles_otel.testing.fake_openai import FakeOpenAI

@@ -405,7 +405,7 @@ async def test_the_inference_span_can_be_left_to_another_instrumentation(
 async def test_the_client_instruments_runcycles_when_nobody_has(
     authority: Authority, telemetry: TelemetryCapture
 ) -> None:
-    from cycles_otel.instrumentor import CyclesInstrumentor
+    from cycles_otel.protocol import CyclesInstrumentor
 
     instrumentor = CyclesInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:

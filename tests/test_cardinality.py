@@ -7,8 +7,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cycles_otel import semconv
+from cycles_otel.app.configure import configure_telemetry
 from cycles_otel.cardinality import ALLOW_ENV, DEFAULT_LIMIT, LIMIT_ENV, OVERFLOW_VALUE, CardinalityGuard
-from cycles_otel.configure import configure_telemetry
 from cycles_otel.instruments import get_instruments
 from cycles_otel.testing.telemetry import TelemetryCapture
 

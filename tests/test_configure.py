@@ -13,9 +13,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from runcycles import CyclesClient  # type: ignore[import-untyped]
 
-from cycles_otel.configure import ENDPOINT_ENVS, PROMETHEUS_PORT_ENV, PROTOCOL_ENV, configure_telemetry
-from cycles_otel.instrumentor import CyclesInstrumentor
+from cycles_otel.app.configure import ENDPOINT_ENVS, PROMETHEUS_PORT_ENV, PROTOCOL_ENV, configure_telemetry
 from cycles_otel.instruments import get_instruments
+from cycles_otel.protocol import CyclesInstrumentor
 from cycles_otel.testing.authority import LocalCyclesServer
 from cycles_otel.testing.otlp_receiver import OtlpReceiver
 

@@ -16,7 +16,7 @@ import pytest
 import runcycles
 
 from cycles_otel import semconv as sc
-from cycles_otel.cli import main
+from cycles_otel.app.cli import main
 from cycles_otel.demo import scenario
 from cycles_otel.demo.live import resolve_live
 from cycles_otel.demo.prometheus_run import EXHAUSTED_ALERT
@@ -37,7 +37,7 @@ def run_demo(output: Path, *flags: str) -> DemoRun:
     """The demo in its own process (it sets the global OTel providers, as an app would)."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("OTEL_")}
     done = subprocess.run(
-        [sys.executable, "-m", "cycles_otel.cli", "demo", "--short", "--output", str(output), *flags],
+        [sys.executable, "-m", "cycles_otel.app.cli", "demo", "--short", "--output", str(output), *flags],
         capture_output=True,
         text=True,
         timeout=120,

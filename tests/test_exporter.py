@@ -16,10 +16,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cycles_otel.cli import main
+from cycles_otel.app.cli import main
 from cycles_otel.testing.authority import LocalCyclesServer
 
-CLI = [sys.executable, "-m", "cycles_otel.cli"]
+CLI = [sys.executable, "-m", "cycles_otel.app.cli"]
 SCOPES = {"tenant:acme": 500_000_000, "tenant:acme/workflow:research": 200_000_000}
 
 

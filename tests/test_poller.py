@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from runcycles import AsyncCyclesClient, CyclesClient, CyclesResponse  # type: ignore[import-untyped]
 
-from cycles_otel import poller as poller_module
+from cycles_otel.app import poller as poller_module
+from cycles_otel.app.poller import BalancePoller
 from cycles_otel.balance_board import BalanceReading
 from cycles_otel.cardinality import CardinalityGuard
 from cycles_otel.instruments import get_instruments
-from cycles_otel.poller import BalancePoller
 from cycles_otel.testing.authority import LocalCyclesServer
 from cycles_otel.testing.telemetry import TelemetryCapture
 

@@ -15,8 +15,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from runcycles import AsyncCyclesClient  # type: ignore[import-untyped]
 
-from cycles_otel.configure import TelemetryHandle, configure_telemetry
-from cycles_otel.poller import BalancePoller
+from cycles_otel.app.configure import TelemetryHandle, configure_telemetry
+from cycles_otel.app.poller import BalancePoller
 from cycles_otel.testing.authority import LocalCyclesServer
 from tests.conftest import require_binary
 from tests.prometheus_support import Prometheus
@@ -110,7 +110,7 @@ def test_a_real_prometheus_sees_the_ledger(
 def test_two_worker_processes_each_serve_their_own_port(tmp_path: Path) -> None:
     script = (
         "import sys, time\n"
-        "from cycles_otel.configure import configure_telemetry\n"
+        "from cycles_otel.app.configure import configure_telemetry\n"
         "from cycles_otel.instruments import get_instruments\n"
         "handle = configure_telemetry(sys.argv[1], prometheus_port=0)\n"
         "get_instruments(handle.meter_provider).charged.add(int(sys.argv[2]), {'cycles.unit': 'TOKENS'})\n"

@@ -15,7 +15,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from runcycles import AsyncCyclesClient, CyclesClient, CyclesConfig  # type: ignore[import-untyped]
 
 from cycles_otel import semconv as sc
-from cycles_otel.instrumentor import CyclesInstrumentor
+from cycles_otel.protocol import CyclesInstrumentor
 from cycles_otel.testing.authority import LocalCyclesServer
 from cycles_otel.testing.telemetry import TelemetryCapture
 from tests.reliability_support import instrumented

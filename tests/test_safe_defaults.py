@@ -98,7 +98,7 @@ def test_the_authority_cli_defaults_to_loopback() -> None:
 
 
 def test_the_balance_exporter_listens_on_loopback_by_default() -> None:
-    from cycles_otel import exporter
+    from cycles_otel.app import exporter
 
     parser = argparse.ArgumentParser()
     exporter.add_arguments(parser)
@@ -109,7 +109,7 @@ def test_the_balance_exporter_listens_on_loopback_by_default() -> None:
 
 
 def _prometheus_endpoint() -> AbstractContextManager[Any]:
-    from cycles_otel.configure import configure_telemetry
+    from cycles_otel.app.configure import configure_telemetry
 
     return configure_telemetry(
         "safe-defaults", otlp=False, prometheus_port=0, set_global=False, instrument_cycles=False

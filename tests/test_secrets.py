@@ -31,8 +31,8 @@ from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from runcycles import AsyncCyclesClient, BudgetExceededError, CyclesProtocolError  # type: ignore[import-untyped]
 
 from cycles_otel import semconv as sc
+from cycles_otel.app.configure import TelemetryHandle, configure_telemetry
 from cycles_otel.autogen import BudgetedChatCompletionClient
-from cycles_otel.configure import TelemetryHandle, configure_telemetry
 from cycles_otel.content import REDACTED
 from cycles_otel.testing.authority import LocalCyclesServer
 from cycles_otel.testing.fake_openai import FakeOpenAI, ScriptedReply

@@ -42,8 +42,8 @@ from cycles_otel.autogen.estimate import EstimateAmount, Estimator, Tools
 from cycles_otel.autogen.telemetry import CallFacts, ClientTelemetry
 from cycles_otel.autogen.usage import configured_output_cap, inner_model, provider_name
 from cycles_otel.content import capture_content_enabled
-from cycles_otel.instrumentor import CyclesInstrumentor
 from cycles_otel.pricing import PriceTable
+from cycles_otel.protocol import CyclesInstrumentor
 
 SUPPORTED_UNITS = ("USD_MICROCENTS", "TOKENS")
 # How long a background commit may wait for calls still awaiting their answers (a quarter of the TTL

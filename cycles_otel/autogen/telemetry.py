@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from autogen_core.models import CreateResult, LLMMessage
 from opentelemetry import context as otel_context
@@ -20,28 +19,13 @@ from opentelemetry.util.types import AttributeValue
 
 from cycles_otel import semconv as sc
 from cycles_otel.cardinality import CardinalityGuard
+from cycles_otel.failsafe import never_raises
 from cycles_otel.instruments import get_instruments
 from cycles_otel.version import __version__
 
 logger = logging.getLogger(__name__)
 
 TRACER_NAME = "cycles_otel.autogen"
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _never_raises(method: Callable[P, R | None]) -> Callable[P, R | None]:
-    """Telemetry never changes behaviour: a bug here is logged, the governed call goes on."""
-
-    @functools.wraps(method)
-    def guarded(*args: P.args, **kwargs: P.kwargs) -> R | None:
-        try:
-            return method(*args, **kwargs)
-        except Exception:
-            logger.warning("cycles_otel: telemetry failed in %s", method.__name__, exc_info=True)
-            return None
-
-    return guarded
 
 
 @dataclass(frozen=True)
@@ -161,7 +145,7 @@ class CallTelemetry:
         return found
 
     # --- reservation ---------------------------------------------------------------------------
-    @_never_raises
+    @never_raises
     def reserved(
         self, reservation_id: str, decision: str, max_tokens: int | None, tools_removed: Sequence[str]
     ) -> None:
@@ -177,7 +161,7 @@ class CallTelemetry:
             attributes[sc.CYCLES_CAPS_TOOLS_REMOVED] = list(tools_removed)
         self.span.set_attributes(attributes)
 
-    @_never_raises
+    @never_raises
     def denied(self, error_code: str | None, request_id: str | None) -> None:
         self.span.set_attribute(sc.CYCLES_DECISION, sc.DECISION_DENY)
         attributes: dict[str, AttributeValue] = {}
@@ -188,7 +172,7 @@ class CallTelemetry:
             self.span.set_attribute(sc.CYCLES_REQUEST_ID, request_id)
         self.span.add_event(sc.EVENT_DENIED, attributes)
 
-    @_never_raises
+    @never_raises
     def settled(
         self,
         outcome: str,
@@ -225,11 +209,11 @@ class CallTelemetry:
             attributes[sc.CYCLES_COST_USD] = cost_usd
         self.span.set_attributes(attributes)
 
-    @_never_raises
+    @never_raises
     def failed(self, exc: BaseException) -> None:
         _mark_error(self.span, exc)
 
-    @_never_raises
+    @never_raises
     def end(self) -> None:
         self.span.end()
 
@@ -241,7 +225,7 @@ class CallTelemetry:
     def inference(self) -> SpanInContext:
         return SpanInContext(self._inference or self.span)
 
-    @_never_raises
+    @never_raises
     def start_inference(self, messages: Sequence[LLMMessage], max_tokens: int | None) -> None:
         self._inference_start = time.perf_counter()
         if not self._owner.emit_inference_span:
@@ -263,7 +247,7 @@ class CallTelemetry:
         if self._owner.capture_content and self._inference.is_recording():
             self._inference.set_attribute(sc.GEN_AI_INPUT_MESSAGES, json.dumps(_input_messages(messages)))
 
-    @_never_raises
+    @never_raises
     def inference_done(
         self,
         result: CreateResult | None,

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from cycles_otel.configure import TelemetryHandle
+from cycles_otel.app.configure import TelemetryHandle
 from cycles_otel.demo import scenario
 from cycles_otel.demo.accounting import Reconciliation, reconcile, scrape, usd
 from cycles_otel.demo.live import LiveSetupError, resolve_live

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 from runcycles import CyclesClient, CyclesConfig  # type: ignore[import-untyped]
 
+from cycles_otel.app.configure import ENDPOINT_ENVS, PROTOCOL_ENV, TelemetryHandle, configure_telemetry
 from cycles_otel.balance_board import BalanceReading
-from cycles_otel.configure import ENDPOINT_ENVS, PROTOCOL_ENV, TelemetryHandle, configure_telemetry
 from cycles_otel.demo import scenario
 from cycles_otel.demo.accounting import readings_from_balances, readings_from_ledger
 from cycles_otel.demo.live import LiveTargets

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("cycles_otel.demo", "run governed AutoGen agents offline until their budget runs out"),
     "authority": ("cycles_otel.testing.authority.cli", "serve a local Cycles-protocol authority"),
-    "exporter": ("cycles_otel.exporter", "poll Cycles balances and serve them as Prometheus metrics"),
+    "exporter": ("cycles_otel.app.exporter", "poll Cycles balances and serve them as Prometheus metrics"),
 }
 
 

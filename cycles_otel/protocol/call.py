@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from enum import Enum
-from types import MappingProxyType
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from opentelemetry import context as otel_context
@@ -16,165 +13,23 @@ from opentelemetry.trace import INVALID_SPAN, Link, Span, SpanKind, Status, Stat
 from opentelemetry.util.types import AttributeValue
 
 from cycles_otel import semconv as sc
+from cycles_otel.bounded import BoundedMap
+from cycles_otel.failsafe import never_raises
 from cycles_otel.instruments import Instruments
 from cycles_otel.leases import DEFAULT_GRACE_MS, DEFAULT_TTL_MS
-from cycles_otel.propagation import BoundedMap, SettlementLinks, is_retry_attempt
-from cycles_otel.wire import whole
+from cycles_otel.protocol.late_settlement import SettlementLinks
+from cycles_otel.protocol.operations import OPERATIONS, Answer, Operation
+from cycles_otel.wire import NO_FIELDS, amount_of, field, fields_of, text, whole
 
 logger = logging.getLogger(__name__)
 
 RESERVATION_GONE_CODES: Final = frozenset({"RESERVATION_FINALIZED", "RESERVATION_EXPIRED", "NOT_FOUND"})
-# A settlement answered with one of these is retried or journaled by runcycles: not (yet) a failure.
-RETRIED_STATUSES: Final = frozenset({401, 403, 429})
-RECOVERED_ID_KEY: Final = "recovered_reservation_id"
 # Once committed or released, a reservation's later answers (replays, retries) count no more.
 FINAL_OUTCOMES: Final = (sc.OUTCOME_COMMITTED, sc.OUTCOME_RELEASED)
 UNKNOWN: Final = "unknown"
 SUBJECT_ATTRIBUTES: Final = tuple((name, sc.CYCLES_SUBJECT_PREFIX + name) for name in sc.SUBJECT_FIELDS)
 REQUEST_AMOUNTS: Final = (("estimate", sc.CYCLES_ESTIMATE_AMOUNT), ("actual", sc.CYCLES_ACTUAL_AMOUNT))
 RESPONSE_AMOUNTS: Final = (("charged", sc.CYCLES_CHARGED_AMOUNT), ("released", sc.CYCLES_RELEASED_AMOUNT))
-
-
-@dataclass(frozen=True)
-class Operation:
-    """One protocol method of the runcycles clients and how to read its arguments."""
-
-    method: str
-    span_name: str
-    name: str
-    takes_id: bool = False
-    takes_body: bool = False
-    can_deny: bool = False
-
-    def reservation_id(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
-        if not self.takes_id:
-            return None
-        return args[0] if args else kwargs.get("reservation_id")
-
-    def request(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
-        if not self.takes_body:
-            return kwargs  # the query parameters of the GET operations
-        index = 1 if self.takes_id else 0
-        return args[index] if len(args) > index else kwargs.get("request")
-
-
-OPERATIONS: Final = (
-    Operation("create_reservation", sc.SPAN_RESERVE, "reserve", takes_body=True, can_deny=True),
-    Operation("commit_reservation", sc.SPAN_COMMIT, "commit", takes_id=True, takes_body=True),
-    Operation("release_reservation", sc.SPAN_RELEASE, "release", takes_id=True, takes_body=True),
-    Operation("extend_reservation", sc.SPAN_EXTEND, "extend", takes_id=True, takes_body=True),
-    Operation("decide", sc.SPAN_DECIDE, "decide", takes_body=True, can_deny=True),
-    Operation("create_event", sc.SPAN_EVENT, "event", takes_body=True, can_deny=True),
-    Operation("get_balances", sc.SPAN_BALANCES, "balances"),
-    Operation("get_reservation", sc.SPAN_GET_RESERVATION, "get_reservation", takes_id=True),
-    Operation("list_reservations", sc.SPAN_LIST_RESERVATIONS, "list_reservations"),
-)
-
-
-# --- reading pydantic models and dicts alike ------------------------------------------------------
-class _ByAttribute:
-    """``get`` for an object that is neither a mapping nor a pydantic model."""
-
-    __slots__ = ("_obj",)
-
-    def __init__(self, obj: Any) -> None:
-        self._obj = obj
-
-    def get(self, name: str) -> Any:
-        return getattr(self._obj, name, None)
-
-
-Fields = Mapping[str, Any] | _ByAttribute
-NO_FIELDS: Final[Mapping[str, Any]] = MappingProxyType({})
-
-
-def fields_of(obj: Any) -> Fields:
-    """``obj``'s fields, read with ``.get(name)`` (None when absent), whatever ``obj`` is.
-
-    A pydantic model's declared fields all sit in its ``__dict__`` (runcycles' models forbid extra
-    ones); reading that avoids pydantic's ``__getattr__``, which raises (slowly) for a missing field.
-    """
-    if type(obj) is dict:  # bodies and most requests: skip the (slower) ABC check
-        return obj
-    if obj is None:
-        return NO_FIELDS
-    if getattr(obj, "__pydantic_fields__", None) is not None:
-        extra = getattr(obj, "__pydantic_extra__", None)
-        return {**obj.__dict__, **extra} if extra else obj.__dict__
-    if isinstance(obj, Mapping):
-        return obj
-    return _ByAttribute(obj)
-
-
-def field(obj: Any, name: str) -> Any:
-    return fields_of(obj).get(name)
-
-
-def text(value: Any) -> str | None:
-    if type(value) is str:
-        return value or None
-    if value is None:  # most optional fields are absent
-        return None
-    if isinstance(value, Enum):
-        value = value.value
-    return value if isinstance(value, str) and value else None
-
-
-def amount_of(obj: Any) -> tuple[int | None, str | None]:
-    """(amount, unit) of a protocol ``Amount``, as a model or a dict."""
-    amount = fields_of(obj)
-    return whole(amount.get("amount")), text(amount.get("unit"))
-
-
-def _never_raises(step: Callable[..., None]) -> Callable[..., None]:
-    """Telemetry must not change the call it observes: a failing step is logged and skipped."""
-
-    def guarded(*args: Any) -> None:
-        try:
-            step(*args)
-        except Exception:
-            logger.debug("cycles_otel: telemetry step %s failed", step.__name__, exc_info=True)
-
-    guarded.__name__ = step.__name__
-    return guarded
-
-
-@dataclass
-class _Result:
-    """What a response means: an error, a decision, or a plain success."""
-
-    status: int
-    body: Mapping[str, Any] | None
-    error_type: str | None = None
-    error_code: str | None = None
-    decision: str | None = None
-    reason: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
-
-
-def classify(op: Operation, response: Any) -> _Result:
-    status = response.status
-    body = response.body if isinstance(response.body, Mapping) else None
-    result = _Result(status, body)
-    if status < 0:
-        exc = getattr(response, "transport_exception", None)
-        result.error_type = type(exc).__name__ if exc is not None else "TransportError"
-        return result
-    if result.ok:
-        result.decision = text(body.get("decision")) if op.can_deny and body is not None else None
-        if result.decision == sc.DECISION_DENY and body is not None:
-            result.reason = text(body.get("reason_code"))
-        return result
-    # runcycles' ErrorResponse rejects the trace_id real servers send: read the raw body.
-    result.error_code = text(field(body, "error"))
-    if op.can_deny and status == 409 and result.error_code in sc.DENIAL_CODES:
-        result.decision, result.reason = sc.DECISION_DENY, result.error_code
-    else:
-        result.error_type = result.error_code or f"http.{status}"
-    return result
 
 
 class ProtocolTelemetry:
@@ -236,7 +91,7 @@ class ProtocolTelemetry:
 class ProtocolCall:
     """One protocol call: span started and made current in ``__init__``, ended by ``finish``/``fail``."""
 
-    __slots__ = ("_op", "_request", "_reservation_id", "_started", "_t", "_token", "span")
+    __slots__ = ("_op", "_request", "_reservation_id", "_started", "_t", "_target", "_token", "span")
 
     def __init__(
         self, telemetry: ProtocolTelemetry, op: Operation, args: Sequence[Any], kwargs: Mapping[str, Any]
@@ -248,14 +103,17 @@ class ProtocolCall:
         self.span: Span = INVALID_SPAN
         self._request: Any = None
         self._reservation_id: str | None = None
+        self._target: str | None = None  # the reservation this call settles, if it settles one
         self._begin(args, kwargs)
 
-    @_never_raises
+    @never_raises
     def _begin(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         op = self._op
         self._request = op.request(args, kwargs)
         rid = op.reservation_id(args, kwargs)
         self._reservation_id = rid if isinstance(rid, str) else None
+        if op.settles is not None:
+            self._target = op.settles.target(self._reservation_id, self._request)
         late, links = self._late_settlement()
         try:
             self.span = self._t.tracer.start_span(
@@ -276,15 +134,11 @@ class ProtocolCall:
         or a commit made under some other trace than its reservation's. A late settlement, and any
         settlement outside its reservation's trace (say, made without a parent span), links to it.
         """
-        op = self._op
-        if op.name == "commit":
-            rid, late = self._reservation_id, is_retry_attempt()
-        elif op.name == "event":
-            rid = self._recovered_id()
-            late = rid is not None
-        else:
+        settles, target = self._op.settles, self._target
+        if settles is None or target is None or not settles.links_to_reserve:
             return False, []
-        reserve_span = self._t.links.reserve_span(rid) if rid else None
+        late = settles.is_late(target)
+        reserve_span = self._t.links.reserve_span(target)
         if reserve_span is None:
             return late, []
         current = trace.get_current_span().get_span_context()
@@ -298,11 +152,9 @@ class ProtocolCall:
         if self._reservation_id:
             attrs[sc.CYCLES_RESERVATION_ID] = self._reservation_id
         # Most parts exist on one operation only (a commit has no subject): absent ones are skipped whole.
-        subject = request.get("subject") if self._op.takes_body else self._request
-        if subject is not None:
-            subject_fields = fields_of(subject)
+        if (subject := self._op.subject(self._request)) is not None:
             for subject_field, attr in SUBJECT_ATTRIBUTES:
-                if (value := subject_fields.get(subject_field)) is not None and (value := text(value)):
+                if (value := text(subject.get(subject_field))) is not None:
                     attrs[attr] = value
         if (action := request.get("action")) is not None:
             action_fields = fields_of(action)
@@ -310,14 +162,7 @@ class ProtocolCall:
                 attrs[sc.CYCLES_ACTION_KIND] = kind
             if action_name := text(action_fields.get("name")):
                 attrs[sc.CYCLES_ACTION_NAME] = action_name
-        for key, attr in REQUEST_AMOUNTS:
-            if (found := request.get(key)) is None:
-                continue
-            amount, unit = amount_of(found)
-            if amount is not None:
-                attrs[attr] = amount
-            if unit:
-                attrs[sc.CYCLES_UNIT] = unit
+        _put_amounts(attrs, request, REQUEST_AMOUNTS)
         if request.get("dry_run") is True:
             attrs[sc.CYCLES_DRY_RUN] = True
         if late:
@@ -327,18 +172,19 @@ class ProtocolCall:
     # --- the end of the call --------------------------------------------------------------------
     def finish(self, response: Any) -> None:
         self._detach()
-        result: _Result | None = None
+        answer: Answer | None = None
         try:
-            result = classify(self._op, response)
+            answer = self._op.answer(response)
         except Exception:
             logger.debug("cycles_otel: unreadable response", exc_info=True)
-        self._record_duration(result.error_type if result is not None else None)
-        if result is not None:
-            outcome = self._outcome(result)
-            balances = _balances(result.body)
-            self._record_metrics(result, outcome, balances)
+        self._record_duration(answer.error_type if answer is not None else None)
+        if answer is not None:
+            settles = self._op.settles
+            outcome = settles.outcome_of(answer, self._target) if settles is not None else None
+            balances = _balances(answer.body)
+            self._record_metrics(answer, outcome, balances)
             if self.span.is_recording():
-                self._annotate_response(result, response, outcome, balances)
+                self._annotate_response(answer, response, outcome, balances)
         self._end()
 
     def fail(self, exc: BaseException) -> None:
@@ -348,24 +194,24 @@ class ProtocolCall:
         self._mark_failed(error_type, str(exc), exc)
         self._end()
 
-    @_never_raises
+    @never_raises
     def _detach(self) -> None:
         if self._token is not None:
             otel_context.detach(self._token)  # type: ignore[arg-type]
             self._token = None
 
-    @_never_raises
+    @never_raises
     def _end(self) -> None:
         self.span.end()
 
-    @_never_raises
+    @never_raises
     def _record_duration(self, error_type: str | None) -> None:
         labels = self._t.duration_labels[self._op.name]
         if error_type is not None:
             labels = {**labels, sc.ERROR_TYPE: self._t.bounded(sc.ERROR_TYPE, error_type)}
         self._t.instruments.operation_duration.record(time.perf_counter() - self._started, labels)
 
-    @_never_raises
+    @never_raises
     def _mark_failed(
         self, error_type: str, description: str | None, exc: BaseException | None = None
     ) -> None:
@@ -377,122 +223,110 @@ class ProtocolCall:
             span.record_exception(exc)
         span.set_status(Status(StatusCode.ERROR, description))
 
-    @_never_raises
+    @never_raises
     def _annotate_response(
-        self, result: _Result, response: Any, outcome: str | None, balances: list[Mapping[str, Any]]
+        self, answer: Answer, response: Any, outcome: str | None, balances: list[Mapping[str, Any]]
     ) -> None:
-        span, body = self.span, result.body or NO_FIELDS
+        span, body = self.span, answer.body or NO_FIELDS
         attrs: dict[str, AttributeValue] = {}
-        if result.status > 0:
-            attrs[sc.HTTP_RESPONSE_STATUS_CODE] = result.status
+        if answer.status > 0:
+            attrs[sc.HTTP_RESPONSE_STATUS_CODE] = answer.status
         if request_id := text((getattr(response, "headers", None) or {}).get("x-request-id")):
             attrs[sc.CYCLES_REQUEST_ID] = request_id
         if rid := text(body.get("reservation_id")):
             attrs[sc.CYCLES_RESERVATION_ID] = rid
-        if result.decision:
-            attrs[sc.CYCLES_DECISION] = result.decision
-        if result.reason:
-            attrs[sc.CYCLES_REASON] = result.reason
+        if answer.decision:
+            attrs[sc.CYCLES_DECISION] = answer.decision
+        if answer.reason:
+            attrs[sc.CYCLES_REASON] = answer.reason
         if scope := text(body.get("scope_path")):
             attrs[sc.CYCLES_SCOPE] = scope
         affected = body.get("affected_scopes")
         if isinstance(affected, list) and all(isinstance(s, str) for s in affected):
             attrs[sc.CYCLES_AFFECTED_SCOPES] = affected
-        for key, attr in RESPONSE_AMOUNTS:
-            if (found := body.get(key)) is None:
-                continue
-            amount, unit = amount_of(found)
-            if amount is not None:
-                attrs[attr] = amount
-            if unit:
-                attrs[sc.CYCLES_UNIT] = unit
+        _put_amounts(attrs, body, RESPONSE_AMOUNTS)
         if outcome:
             attrs[sc.CYCLES_OUTCOME] = outcome
-        if self._op.name == "commit":
+        if self._op.reports_over_limit:
             over = [b.get("is_over_limit") for b in balances]
             if any(isinstance(o, bool) for o in over):
                 attrs[sc.CYCLES_OVER_LIMIT] = any(o is True for o in over)
         span.set_attributes(attrs)
-        if result.decision == sc.DECISION_DENY:
-            event: dict[str, AttributeValue] = {sc.CYCLES_REASON: result.reason or UNKNOWN}
+        if answer.decision == sc.DECISION_DENY:
+            event: dict[str, AttributeValue] = {sc.CYCLES_REASON: answer.reason or UNKNOWN}
             if scope:
                 event[sc.CYCLES_SCOPE] = scope
             span.add_event(sc.EVENT_DENIED, event)
-        elif result.error_type is not None:
-            self._mark_failed(result.error_type, getattr(response, "error_message", None))
-
-    def _outcome(self, result: _Result) -> str | None:
-        """The settlement outcome this answer stands for, if it settles anything."""
-        name = self._op.name
-        if name == "commit":
-            if result.ok:
-                return sc.OUTCOME_COMMITTED
-            if result.error_type is not None and 400 <= result.status < 500:
-                return None if result.status in RETRIED_STATUSES else sc.OUTCOME_FAILED
-        elif name == "release" and result.ok:
-            return sc.OUTCOME_RELEASED
-        elif name == "event" and result.ok and self._recovered_id() is not None:
-            return sc.OUTCOME_RECOVERED
-        return None
-
-    def _recovered_id(self) -> str | None:
-        return text(field(field(self._request, "metadata"), RECOVERED_ID_KEY))
+        elif answer.error_type is not None:
+            self._mark_failed(answer.error_type, getattr(response, "error_message", None))
 
     # --- metrics ----------------------------------------------------------------------------------
-    @_never_raises
-    def _record_metrics(
-        self, result: _Result, outcome: str | None, balances: list[Mapping[str, Any]]
-    ) -> None:
-        t, instruments, name = self._t, self._t.instruments, self._op.name
-        if result.ok and balances:
+    @never_raises
+    def _record_metrics(self, answer: Answer, outcome: str | None, balances: list[Mapping[str, Any]]) -> None:
+        t, op, instruments = self._t, self._op, self._t.instruments
+        if answer.ok and balances:
             instruments.board.update_from_balances(balances)
-        if name == "reserve":
-            self._record_reserve(result)
-            return
-        rid = self._reservation_id if name != "event" else self._recovered_id()
-        if outcome is not None and t.settle_once(rid, outcome):
+        if op.holds:
+            self._record_hold(answer)
+        target = self._target
+        if outcome is not None and op.settles is not None and t.settle_once(target, outcome):
             instruments.settlements.add(1, {sc.LABEL_OUTCOME: outcome})
-            if outcome == sc.OUTCOME_COMMITTED:
-                self._record_charged(result)
-        if name == "event" and result.ok and t.event_once(text(field(self._request, "idempotency_key"))):
-            self._record_charged(result)
-        if rid is not None and name in ("commit", "release") and _reservation_gone(result):
-            t.reservation_closed(rid)
-        elif rid is not None and name == "extend" and result.ok:
-            t.reservation_extended(rid, result.body)
+            if op.settles.charges and outcome == sc.OUTCOME_COMMITTED:
+                self._record_charged(answer)
+        if op.charges_per_event and answer.ok and t.event_once(text(field(self._request, "idempotency_key"))):
+            self._record_charged(answer)
+        if (
+            op.settles is not None
+            and op.settles.ends_hold
+            and target is not None
+            and _reservation_gone(answer)
+        ):
+            t.reservation_closed(target)
+        elif op.extends_hold and answer.ok and self._reservation_id is not None:
+            t.reservation_extended(self._reservation_id, answer.body)
 
-    def _record_reserve(self, result: _Result) -> None:
+    def _record_hold(self, answer: Answer) -> None:
         request, instruments = fields_of(self._request), self._t.instruments
-        if result.decision is None or request.get("dry_run") is True:
+        if answer.decision is None or request.get("dry_run") is True:
             return
         action = fields_of(request.get("action"))
-        kind = text(action.get("kind")) or UNKNOWN
-        name = text(action.get("name")) or UNKNOWN
         labels: dict[str, AttributeValue] = {
-            sc.LABEL_DECISION: result.decision,
-            sc.LABEL_ACTION_KIND: self._t.bounded(sc.LABEL_ACTION_KIND, kind),
-            sc.LABEL_ACTION_NAME: self._t.bounded(sc.LABEL_ACTION_NAME, name),
+            sc.LABEL_DECISION: answer.decision,
+            sc.LABEL_ACTION_KIND: self._t.bounded(sc.LABEL_ACTION_KIND, text(action.get("kind")) or UNKNOWN),
+            sc.LABEL_ACTION_NAME: self._t.bounded(sc.LABEL_ACTION_NAME, text(action.get("name")) or UNKNOWN),
         }
-        if result.decision == sc.DECISION_DENY:
-            labels[sc.LABEL_REASON] = result.reason or UNKNOWN
+        if answer.decision == sc.DECISION_DENY:
+            labels[sc.LABEL_REASON] = answer.reason or UNKNOWN
             instruments.reservations.add(1, labels)
             return
         instruments.reservations.add(1, labels)
-        body = result.body or NO_FIELDS
+        body = answer.body or NO_FIELDS
         amount, unit = amount_of(body.get("reserved"))
         if amount is None:
             amount, unit = amount_of(request.get("estimate"))
         if amount is not None and unit:
             instruments.reserved.add(amount, {sc.LABEL_UNIT: unit})
         if rid := text(body.get("reservation_id")):
-            self._t.reservation_opened(rid, self.span, self._request, result.body)
+            self._t.reservation_opened(rid, self.span, self._request, answer.body)
 
-    def _record_charged(self, result: _Result) -> None:
-        amount, unit = amount_of((result.body or NO_FIELDS).get("charged"))
+    def _record_charged(self, answer: Answer) -> None:
+        amount, unit = amount_of((answer.body or NO_FIELDS).get("charged"))
         if amount is None:
             amount, unit = amount_of(fields_of(self._request).get("actual"))
         if amount is not None and unit:
             self._t.instruments.charged.add(amount, {sc.LABEL_UNIT: unit})
+
+
+def _put_amounts(attrs: dict[str, AttributeValue], source: Any, amounts: tuple[tuple[str, str], ...]) -> None:
+    """The ``Amount`` fields of a request or answer as span attributes (amount, and the unit once)."""
+    for key, attr in amounts:
+        if (found := source.get(key)) is None:
+            continue
+        amount, unit = amount_of(found)
+        if amount is not None:
+            attrs[attr] = amount
+        if unit:
+            attrs[sc.CYCLES_UNIT] = unit
 
 
 def _balances(body: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
@@ -502,6 +336,6 @@ def _balances(body: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
     return [b for b in balances if type(b) is dict or isinstance(b, Mapping)]  # dict first: no ABC check
 
 
-def _reservation_gone(result: _Result) -> bool:
+def _reservation_gone(answer: Answer) -> bool:
     """The reservation holds nothing any more: settled, expired or unknown to the authority."""
-    return result.ok or result.status in (404, 410) or result.error_code in RESERVATION_GONE_CODES
+    return answer.ok or answer.status in (404, 410) or answer.error_code in RESERVATION_GONE_CODES

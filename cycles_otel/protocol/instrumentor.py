@@ -12,13 +12,14 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from cycles_otel.instruments import get_instruments
-from cycles_otel.propagation import (
+from cycles_otel.protocol.call import ProtocolTelemetry
+from cycles_otel.protocol.late_settlement import retry_attempt
+from cycles_otel.protocol.operations import OPERATIONS, Operation
+from cycles_otel.protocol.propagation import (
     TraceHeaderHooks,
     carry_context_into_threads,
-    retry_attempt,
     stop_carrying_context,
 )
-from cycles_otel.protocol_telemetry import OPERATIONS, Operation, ProtocolTelemetry
 from cycles_otel.semconv import SCHEMA_URL
 from cycles_otel.version import __version__
 

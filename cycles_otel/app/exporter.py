@@ -14,8 +14,8 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
-from cycles_otel.configure import configure_telemetry
-from cycles_otel.poller import BalancePoller, PollError
+from cycles_otel.app.configure import configure_telemetry
+from cycles_otel.app.poller import BalancePoller, PollError
 from cycles_otel.semconv import SUBJECT_FIELDS
 
 PROG = "cycles-otel exporter"

@@ -1,113 +1,15 @@
-"""How trace context follows a protocol call: into runcycles' threads, onto the wire, and across time."""
+"""How trace context follows a protocol call: into runcycles' threads and onto the wire."""
 
 from __future__ import annotations
 
-import contextvars
 import threading
 import types
 import weakref
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import httpx
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
-from opentelemetry.trace import SpanContext
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-DEFAULT_CAPACITY = 10_000
-
-
-class BoundedMap(Generic[K, V]):
-    """A thread-safe map that forgets its least recently written entries beyond ``capacity``."""
-
-    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
-        self._items: OrderedDict[K, V] = OrderedDict()
-        self._capacity = capacity
-        self._lock = threading.Lock()
-
-    def put(self, key: K, value: V) -> list[V]:
-        """Store ``key``; returns the values evicted to make room (usually none)."""
-        with self._lock:
-            return self._store(key, value)
-
-    def add_new(self, key: K, value: V) -> tuple[bool, list[V]]:
-        """Store ``key`` unless present; returns (added, evicted values)."""
-        with self._lock:
-            if key in self._items:
-                return False, []
-            return True, self._store(key, value)
-
-    def replace_if(self, key: K, value: V, allowed: Callable[[V | None], bool]) -> bool:
-        """Store ``value`` if ``allowed(current value)``, atomically; returns whether it did."""
-        with self._lock:
-            if not allowed(self._items.get(key)):
-                return False
-            self._store(key, value)
-            return True
-
-    def _store(self, key: K, value: V) -> list[V]:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        evicted: list[V] = []
-        while len(self._items) > self._capacity:
-            evicted.append(self._items.popitem(last=False)[1])
-        return evicted
-
-    def get(self, key: K) -> V | None:
-        with self._lock:
-            return self._items.get(key)
-
-    def pop(self, key: K) -> V | None:
-        with self._lock:
-            return self._items.pop(key, None)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._items)
-
-    def remove_where(self, doomed: Callable[[V], bool]) -> int:
-        """Forget every entry whose value is ``doomed``; returns how many are left."""
-        with self._lock:
-            for key in [key for key, value in self._items.items() if doomed(value)]:
-                del self._items[key]
-            return len(self._items)
-
-
-# --- late settlement ---------------------------------------------------------------------------
-_retrying: contextvars.ContextVar[bool] = contextvars.ContextVar("cycles_otel_retrying", default=False)
-
-
-def is_retry_attempt() -> bool:
-    """True inside runcycles' commit retry engine (a background retry or a journal replay)."""
-    return _retrying.get()
-
-
-@contextmanager
-def retry_attempt() -> Iterator[None]:
-    token = _retrying.set(True)
-    try:
-        yield
-    finally:
-        _retrying.reset(token)
-
-
-class SettlementLinks:
-    """Reservation id -> the span context of its reserve span, so a late commit can link to it."""
-
-    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
-        self._reserve_spans: BoundedMap[str, SpanContext] = BoundedMap(capacity)
-
-    def remember(self, reservation_id: str, span_context: SpanContext) -> None:
-        if span_context.is_valid:
-            self._reserve_spans.put(reservation_id, span_context)
-
-    def reserve_span(self, reservation_id: str) -> SpanContext | None:
-        return self._reserve_spans.get(reservation_id)
 
 
 # --- threads --------------------------------------------------------------------------------------

@@ -1,0 +1,318 @@
+"""``configure_telemetry()``: providers, OTLP exporters and a Prometheus endpoint in one call, for apps."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+from opentelemetry import metrics, trace
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from cycles_otel.cardinality import CardinalityGuard
+from cycles_otel.content import ConversationRedactor, capture_content_enabled
+from cycles_otel.instruments import get_instruments
+
+PROMETHEUS_PORT_ENV = "CYCLES_OTEL_PROMETHEUS_PORT"
+PROTOCOL_ENV = "OTEL_EXPORTER_OTLP_PROTOCOL"
+ENDPOINT_ENVS = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+)
+TIMEOUT_ENVS = (
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+)
+PROTOCOLS = ("http/protobuf", "grpc")
+# A collector that is down must cost the app little: each export gives up after this long
+# (unless OTEL_EXPORTER_OTLP_*TIMEOUT says otherwise), in the processors' background threads.
+EXPORT_TIMEOUT_SECONDS = 5.0
+
+_log = logging.getLogger(__name__)
+
+
+class _MetricsHandler(BaseHTTPRequestHandler):
+    """``GET /metrics`` and nothing else: writes answer 405, other paths 404, other methods 501."""
+
+    registry: CollectorRegistry
+
+    def _on_metrics(self) -> bool:
+        if self.path.split("?", 1)[0] == "/metrics":
+            return True
+        self.send_error(404, "only /metrics is served here")
+        return False
+
+    def _refuse_write(self) -> None:
+        if self._on_metrics():
+            self.send_response(405, "read-only endpoint")
+            self.send_header("Allow", "GET")
+            self.send_header("Content-Length", "0")
+            self.send_header("Connection", "close")
+            self.end_headers()
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = _refuse_write
+
+    def do_GET(self) -> None:
+        if not self._on_metrics():
+            return
+        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+        try:
+            payload = encoder(self.registry)
+        except Exception:
+            _log.warning("rendering /metrics failed", exc_info=True)
+            self.send_error(500, "metrics collection failed")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:  # scrapes are not news
+        pass
+
+
+class MetricsServer:
+    """A loopback HTTP server exposing one Prometheus registry at ``/metrics``."""
+
+    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
+        handler = type("MetricsHandler", (_MetricsHandler,), {"registry": registry})
+        self._httpd = ThreadingHTTPServer((host, port), handler)
+        self._httpd.daemon_threads = True
+        self.host, self.port = host, int(self._httpd.server_address[1])
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="cycles-metrics",
+            daemon=True,
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+@dataclass
+class TelemetryHandle:
+    """What :func:`configure_telemetry` set up; :meth:`shutdown` flushes and stops it all."""
+
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    prometheus_url: str | None = None
+    _server: MetricsServer | None = field(default=None, repr=False)
+    _instrumentor: Any = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _done: bool = field(default=False, repr=False)
+
+    def shutdown(self) -> None:
+        """Flush spans and metrics, stop exporting and serving; safe to call more than once."""
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        if self._instrumentor is not None:
+            with contextlib.suppress(Exception):
+                self._instrumentor.uninstrument()
+        for provider in (self.tracer_provider, self.meter_provider):
+            try:
+                provider.shutdown()
+            except Exception:  # shutting down must not fail the app's exit
+                _log.warning("telemetry shutdown failed", exc_info=True)
+        if self._server is not None:
+            self._server.close()
+
+    def __enter__(self) -> TelemetryHandle:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.shutdown()
+
+
+def _check_endpoints(env: Mapping[str, str]) -> None:
+    for name in ENDPOINT_ENVS:
+        value = env.get(name, "").strip()
+        if not value:
+            continue
+        parts = urlsplit(value)
+        try:
+            port_ok = parts.port is None or parts.port > 0
+        except ValueError:
+            port_ok = False
+        if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+            raise ValueError(
+                f"{name}={value!r} is not an endpoint URL: set it to e.g. http://localhost:4318 "
+                "(http/protobuf) or http://localhost:4317 (grpc)"
+            )
+
+
+def _protocol(otlp_protocol: str | None, env: Mapping[str, str]) -> str:
+    source, value = "otlp_protocol", otlp_protocol
+    if value is None:
+        source, value = PROTOCOL_ENV, env.get(PROTOCOL_ENV, "").strip() or PROTOCOLS[0]
+    if value not in PROTOCOLS:
+        raise ValueError(f"{source}={value!r} is not supported: use one of {', '.join(PROTOCOLS)}")
+    return value
+
+
+def _prometheus_port(port: int | None, env: Mapping[str, str]) -> int | None:
+    source: str = "prometheus_port"
+    value: object = port
+    if port is None:
+        raw = env.get(PROMETHEUS_PORT_ENV, "").strip()
+        if not raw:
+            return None
+        source = PROMETHEUS_PORT_ENV
+        try:
+            value = int(raw)
+        except ValueError:
+            value = raw
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ValueError(
+            f"{source}={value!r} is not a port: use a whole number 1-65535, or 0 for any free port"
+        )
+    return value
+
+
+def _exporters(protocol: str, env: Mapping[str, str]) -> tuple[SpanExporter, MetricReader]:
+    timeout = None if any(env.get(name) for name in TIMEOUT_ENVS) else EXPORT_TIMEOUT_SECONDS
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetrics
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpans
+
+        spans: SpanExporter = GrpcSpans(timeout=timeout)
+        metric_exporter: Any = GrpcMetrics(timeout=timeout)
+    else:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetrics
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpans
+
+        spans = HttpSpans(timeout=timeout)
+        metric_exporter = HttpMetrics(timeout=timeout)
+    export_timeout_ms = 1000 * (timeout or EXPORT_TIMEOUT_SECONDS)
+    return spans, PeriodicExportingMetricReader(metric_exporter, export_timeout_millis=export_timeout_ms)
+
+
+def _instrument_cycles(tracer_provider: TracerProvider, meter_provider: MeterProvider) -> Any:
+    try:
+        from cycles_otel.protocol import CyclesInstrumentor
+    except ImportError:
+        _log.debug("cycles_otel.protocol is unavailable; runcycles calls stay uninstrumented")
+        return None
+    instrumentor = CyclesInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        _log.warning("runcycles is already instrumented; configure_telemetry leaves that instrumentation be")
+        return None
+    instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    return instrumentor
+
+
+class ScrapedMetricReader(PrometheusMetricReader):
+    """The Prometheus reader, collected by each scrape and never by ``force_flush``.
+
+    ``MeterProvider.force_flush()`` makes every reader collect; the upstream Prometheus reader
+    queues that collection and serves it beside the next scrape's own, so the scrape carries every
+    series twice and Prometheus rejects it. A pull reader has nothing to push: flushing is a no-op.
+    """
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+
+def configure_telemetry(
+    service_name: str,
+    *,
+    otlp: bool | None = None,
+    otlp_protocol: str | None = None,
+    prometheus_port: int | None = None,
+    prometheus_host: str = "127.0.0.1",
+    cardinality_limit: int | None = None,
+    cardinality_allow: Iterable[str] = (),
+    set_global: bool = True,
+    resource_attributes: Mapping[str, Any] | None = None,
+    instrument_cycles: bool = True,
+) -> TelemetryHandle:
+    """Tracer and meter providers exporting over OTLP and/or serving Prometheus ``/metrics``.
+
+    ``otlp`` defaults to on when an ``OTEL_EXPORTER_OTLP_*ENDPOINT`` is set; the exporters read the
+    standard ``OTEL_EXPORTER_OTLP_*`` variables. ``prometheus_port`` defaults to
+    ``CYCLES_OTEL_PROMETHEUS_PORT`` (unset: no endpoint; 0: any free port). Bad values raise
+    ``ValueError`` naming the parameter or variable before anything starts. Unless
+    ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``, the message text AutoGen's runtime
+    spans carry is replaced before export (the spans stay).
+    """
+    env = os.environ
+    if not isinstance(service_name, str) or not service_name.strip():
+        raise ValueError(f"service_name={service_name!r}: pass a non-empty name, e.g. 'research-agents'")
+    protocol = _protocol(otlp_protocol, env)
+    if otlp is None:
+        otlp = any(env.get(name, "").strip() for name in ENDPOINT_ENVS)
+    if otlp:
+        _check_endpoints(env)
+    port = _prometheus_port(prometheus_port, env)
+    guard = CardinalityGuard.from_env(cardinality_limit, cardinality_allow)
+
+    resource = Resource.create({**(resource_attributes or {}), SERVICE_NAME: service_name})
+    readers: list[MetricReader] = []
+    server: MetricsServer | None = None
+    if port is not None:
+        registry = CollectorRegistry(auto_describe=True)
+        try:
+            server = MetricsServer(registry, prometheus_host, port)
+        except OSError as exc:
+            raise ValueError(
+                f"prometheus_port={port} on {prometheus_host}: cannot listen ({exc.strerror or exc}); "
+                f"pick a free port, or 0 for any free port (env {PROMETHEUS_PORT_ENV})"
+            ) from exc
+        readers.append(ScrapedMetricReader(registry=registry))
+    tracer_provider = TracerProvider(resource=resource)
+    if not capture_content_enabled(env):
+        tracer_provider.add_span_processor(ConversationRedactor())
+    if otlp:
+        span_exporter, otlp_reader = _exporters(protocol, env)
+        tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
+        readers.append(otlp_reader)
+    # Exemplars reach Prometheus only through OTLP; without it they are pure per-measurement cost.
+    meter_provider = MeterProvider(
+        resource=resource,
+        metric_readers=readers,
+        exemplar_filter=None if otlp else AlwaysOffExemplarFilter(),
+    )
+    get_instruments(meter_provider, guard)
+    if set_global:
+        trace.set_tracer_provider(tracer_provider)
+        metrics.set_meter_provider(meter_provider)
+    instrumentor = _instrument_cycles(tracer_provider, meter_provider) if instrument_cycles else None
+    return TelemetryHandle(
+        tracer_provider,
+        meter_provider,
+        server.url if server is not None else None,
+        _server=server,
+        _instrumentor=instrumentor,
+    )
+
+
+__all__ = ["TelemetryHandle", "configure_telemetry"]

@@ -1,0 +1,41 @@
+"""Late settlements: commits sent by runcycles' retry engine or journal replay, linked to their reserve."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from opentelemetry.trace import SpanContext
+
+from cycles_otel.bounded import DEFAULT_CAPACITY, BoundedMap
+
+_retrying: contextvars.ContextVar[bool] = contextvars.ContextVar("cycles_otel_retrying", default=False)
+
+
+def is_retry_attempt() -> bool:
+    """True inside runcycles' commit retry engine (a background retry or a journal replay)."""
+    return _retrying.get()
+
+
+@contextmanager
+def retry_attempt() -> Iterator[None]:
+    token = _retrying.set(True)
+    try:
+        yield
+    finally:
+        _retrying.reset(token)
+
+
+class SettlementLinks:
+    """Reservation id -> the span context of its reserve span, so a late commit can link to it."""
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        self._reserve_spans: BoundedMap[str, SpanContext] = BoundedMap(capacity)
+
+    def remember(self, reservation_id: str, span_context: SpanContext) -> None:
+        if span_context.is_valid:
+            self._reserve_spans.put(reservation_id, span_context)
+
+    def reserve_span(self, reservation_id: str) -> SpanContext | None:
+        return self._reserve_spans.get(reservation_id)
