@@ -44,6 +44,17 @@ Configuration
                                                                  off, ``configure_telemetry`` also blanks the
                                                                  ``message`` of AutoGen's runtime spans)
 
+Layout
+------
+The shared telemetry contract sits at the top (``semconv``, ``instruments``, ``cardinality``,
+``pricing``, ``balance_board``, ``leases``, ``content``, ``wire``); each instrumentation layer is a
+folder: ``cycles_otel.protocol`` (runcycles' protocol calls) and ``cycles_otel.autogen`` (the
+budgeted model client, the only layer importing AutoGen). ``cycles_otel.app`` holds the application
+entry points (``configure_telemetry``, the poller, the exporter, the command line),
+``cycles_otel.testing`` the offline kit and ``cycles_otel.demo`` the demo. A layer imports only the
+contract and the layers before it (protocol: contract; autogen and app: contract and protocol);
+``docs/architecture.md`` has the full rule, and a test enforces it.
+
 API
 ---
 :class:`CyclesInstrumentor`, :func:`configure_telemetry` / :class:`TelemetryHandle`,

@@ -13,7 +13,13 @@ from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observa
 from cycles_otel.balance_board import BalanceBoard
 from cycles_otel.cardinality import CardinalityGuard
 from cycles_otel.leases import ActiveLeases
-from cycles_otel.semconv import LABEL_OVERFLOW_KEY, LABEL_SCOPE, SCHEMA_URL
+from cycles_otel.semconv import (
+    LABEL_OVERFLOW_KEY,
+    LABEL_SCOPE,
+    METRIC_GEN_AI_OPERATION_DURATION,
+    METRIC_GEN_AI_TOKEN_USAGE,
+    SCHEMA_URL,
+)
 from cycles_otel.version import __version__
 
 # GenAI semconv advisory boundaries.
@@ -71,13 +77,13 @@ class Instruments:
             description="Reservations held and not yet settled.",
         )
         self.token_usage = meter.create_histogram(
-            "gen_ai.client.token.usage",
+            METRIC_GEN_AI_TOKEN_USAGE,
             "{token}",
             "Number of input and output tokens used.",
             explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
         )
         self.genai_duration = meter.create_histogram(
-            "gen_ai.client.operation.duration",
+            METRIC_GEN_AI_OPERATION_DURATION,
             "s",
             "GenAI operation duration.",
             explicit_bucket_boundaries_advisory=GENAI_DURATION_BUCKETS,

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Final
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as _gen_ai
+from opentelemetry.semconv._incubating.metrics import gen_ai_metrics as _gen_ai_metrics
 from opentelemetry.semconv.attributes import error_attributes as _error
+from opentelemetry.semconv.schemas import Schemas
 
-SCHEMA_URL: Final = "https://opentelemetry.io/schemas/1.37.0"
+SCHEMA_URL: Final = Schemas.V1_37_0.value
 
 # --- span names -----------------------------------------------------------------------------
 SPAN_RESERVATION: Final = "cycles.reservation"
@@ -103,5 +105,11 @@ GEN_AI_AGENT_ID: Final = _gen_ai.GEN_AI_AGENT_ID
 GEN_AI_TOKEN_TYPE: Final = _gen_ai.GEN_AI_TOKEN_TYPE
 GEN_AI_INPUT_MESSAGES: Final = _gen_ai.GEN_AI_INPUT_MESSAGES
 GEN_AI_OUTPUT_MESSAGES: Final = _gen_ai.GEN_AI_OUTPUT_MESSAGES
-GEN_AI_OPERATION_CHAT: Final = "chat"
+GEN_AI_OPERATION_CHAT: Final = _gen_ai.GenAiOperationNameValues.CHAT.value
+GEN_AI_TOKEN_INPUT: Final = _gen_ai.GenAiTokenTypeValues.INPUT.value
+GEN_AI_TOKEN_OUTPUT: Final = _gen_ai.GenAiTokenTypeValues.OUTPUT.value
+GenAiProvider: Final = _gen_ai.GenAiProviderNameValues
+"""``gen_ai.provider.name`` values (``GenAiProvider.OPENAI.value`` is ``"openai"``)."""
+METRIC_GEN_AI_TOKEN_USAGE: Final = _gen_ai_metrics.GEN_AI_CLIENT_TOKEN_USAGE
+METRIC_GEN_AI_OPERATION_DURATION: Final = _gen_ai_metrics.GEN_AI_CLIENT_OPERATION_DURATION
 CAPTURE_CONTENT_ENV: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"

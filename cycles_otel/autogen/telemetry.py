@@ -45,8 +45,8 @@ class GenAiLabels:
         }
         return cls(
             call,
-            {**call, sc.GEN_AI_TOKEN_TYPE: "input"},
-            {**call, sc.GEN_AI_TOKEN_TYPE: "output"},
+            {**call, sc.GEN_AI_TOKEN_TYPE: sc.GEN_AI_TOKEN_INPUT},
+            {**call, sc.GEN_AI_TOKEN_TYPE: sc.GEN_AI_TOKEN_OUTPUT},
         )
 
 

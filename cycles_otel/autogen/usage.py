@@ -7,6 +7,8 @@ from typing import Any
 
 from autogen_core.models import ChatCompletionClient, ModelFamily
 
+from cycles_otel.semconv import GenAiProvider
+
 _OpenAIBase: type | None
 try:  # the openai extra is optional: without it no inner client is OpenAI-family
     from autogen_ext.models.openai import BaseOpenAIChatCompletionClient as _OpenAIBase
@@ -73,21 +75,23 @@ def stream_usage_kwargs(client: ChatCompletionClient, extra_create_args: Mapping
     return {"include_usage": True}
 
 
+_OLLAMA = "ollama"  # not (yet) a well-known value of gen_ai.provider.name
+_UNKNOWN = "unknown"
 _PROVIDER_BY_CLASS = (
-    ("AzureOpenAI", "azure.ai.openai"),
-    ("AzureAIChat", "azure.ai.inference"),
-    ("Anthropic", "anthropic"),
-    ("Bedrock", "aws.bedrock"),
-    ("Gemini", "gcp.gemini"),
-    ("Ollama", "ollama"),
-    ("Mistral", "mistral_ai"),
+    ("AzureOpenAI", GenAiProvider.AZURE_AI_OPENAI.value),
+    ("AzureAIChat", GenAiProvider.AZURE_AI_INFERENCE.value),
+    ("Anthropic", GenAiProvider.ANTHROPIC.value),
+    ("Bedrock", GenAiProvider.AWS_BEDROCK.value),
+    ("Gemini", GenAiProvider.GCP_GEMINI.value),
+    ("Ollama", _OLLAMA),
+    ("Mistral", GenAiProvider.MISTRAL_AI.value),
 )
 _PROVIDER_BY_MODEL = (
-    (("gpt-", "o1", "o3", "o4", "chatgpt", "text-embedding"), "openai"),
-    (("claude",), "anthropic"),
-    (("gemini", "models/gemini"), "gcp.gemini"),
-    (("mistral", "codestral"), "mistral_ai"),
-    (("deepseek",), "deepseek"),
+    (("gpt-", "o1", "o3", "o4", "chatgpt", "text-embedding"), GenAiProvider.OPENAI.value),
+    (("claude",), GenAiProvider.ANTHROPIC.value),
+    (("gemini", "models/gemini"), GenAiProvider.GCP_GEMINI.value),
+    (("mistral", "codestral"), GenAiProvider.MISTRAL_AI.value),
+    (("deepseek",), GenAiProvider.DEEPSEEK.value),
 )
 
 
@@ -99,16 +103,16 @@ def provider_name(client: ChatCompletionClient, model: str) -> str:
             return provider
     family = _family(client)
     if family and ModelFamily.is_claude(family):
-        return "anthropic"
+        return GenAiProvider.ANTHROPIC.value
     if family and ModelFamily.is_gemini(family):
-        return "gcp.gemini"
+        return GenAiProvider.GCP_GEMINI.value
     lowered = model.lower()
     for prefixes, provider in _PROVIDER_BY_MODEL:
         if lowered.startswith(prefixes):
             return provider
     if is_openai_family(client) or (family and ModelFamily.is_openai(family)):
-        return "openai"
-    return "unknown"
+        return GenAiProvider.OPENAI.value
+    return _UNKNOWN
 
 
 def _family(client: ChatCompletionClient) -> str | None:
