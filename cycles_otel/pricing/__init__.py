@@ -15,12 +15,14 @@ The cost of one call is::
     ceil((uncached_input * input_rate + cached_input * cached_rate + output * output_rate) / 1_000_000)
 
 microcents: one rounding per call, always up, so a budget is never under-charged by rounding
-and summing any number of calls never drifts (no float anywhere).
+and summing any number of calls never drifts (no float anywhere). A :class:`ModelPrice` may have
+long-context ``tiers``: once a call's input exceeds a tier's threshold, the tier's rates price
+the whole call (``ModelPrice("3", "15", "0.30", tiers={200_000: ModelPrice("6", "22.50", "0.60")})``).
 
 The defaults (:data:`PRICES_AS_OF`) are public list prices for the shortest-context, standard
 (non-batch, non-priority) tier, text tokens. They are defaults to override: negotiated rates,
 long-context tiers (Gemini 2.5 Pro and Claude Sonnet above 200K prompt tokens), audio input and
-prompt-cache *writes* (priced here as ordinary input) are not modelled. Where no cached-input rate
+prompt-cache *writes* (priced here as ordinary input) are not in them. Where no cached-input rate
 is listed, cached tokens are priced at the input rate.
 
 Configuration: ``CYCLES_OTEL_PRICES_FILE`` names a JSON file read by :meth:`PriceTable.from_env`::
