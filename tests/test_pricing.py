@@ -256,6 +256,18 @@ def test_variants_priced_differently_are_not_normalised_away(table: PriceTable, 
         table.price_for(model)
 
 
+def test_a_matcher_names_the_key_for_names_the_table_does_not_have() -> None:
+    acme = ModelPrice("1", "2")
+    table = PriceTable({"acme-large": acme}, matcher=lambda name: "acme-large" if "acme" in name else "gone")
+    assert table.resolve("ACME-Large") == "acme-large"
+    assert table.price_for("eu.acme-large-v2") is acme
+    assert table.with_fallback(None).price_for("acme-x") is acme  # the matcher comes along
+    with pytest.raises(UnknownModelError):
+        table.price_for("other")  # a key the table lacks ("gone") is no match
+    with pytest.raises(TypeError, match="matcher must map a model name"):
+        PriceTable({}, matcher="acme")  # type: ignore[arg-type]
+
+
 def test_unknown_model_error_names_the_model_and_the_fixes(table: PriceTable) -> None:
     with pytest.raises(UnknownModelError) as caught:
         table.cost_microcents("acme-llm-7", 10, 10)

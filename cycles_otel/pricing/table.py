@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Final
 
@@ -32,21 +33,34 @@ class UnknownModelError(ValueError):
 _SNAPSHOT_SUFFIX: Final = re.compile(r"(?:-\d{4}-\d{2}-\d{2}|[-@]\d{8}|-latest)$")
 
 
-def _candidates(model: str) -> Iterator[str]:
+def _spellings(model: str) -> tuple[list[str], list[str]]:
+    """``model`` as given (lowercased, with and without "models/"), and without its snapshot suffixes."""
     name = model.strip().lower()
-    yield name
+    given = [name]
     if name.startswith("models/"):  # the Gemini API reports "models/gemini-2.5-pro"
         name = name.removeprefix("models/")
-        yield name
+        given.append(name)
+    unsuffixed = []
     while (stripped := _SNAPSHOT_SUFFIX.sub("", name)) != name and stripped:
         name = stripped
-        yield name
+        unsuffixed.append(name)
+    return given, unsuffixed
 
 
 class PriceTable(Mapping[str, ModelPrice]):
-    """Immutable model → :class:`ModelPrice` map with snapshot-id normalisation and an optional fallback."""
+    """Immutable model → :class:`ModelPrice` map with snapshot-id normalisation and an optional fallback.
 
-    def __init__(self, prices: Mapping[str, ModelPrice], fallback: ModelPrice | None = None) -> None:
+    ``matcher`` maps a model name that is no key, even without its snapshot suffix, to one of the
+    table's keys (a source's own matching rules).
+    """
+
+    def __init__(
+        self,
+        prices: Mapping[str, ModelPrice],
+        fallback: ModelPrice | None = None,
+        *,
+        matcher: Callable[[str], str | None] | None = None,
+    ) -> None:
         table: dict[str, ModelPrice] = {}
         for name, price in prices.items():
             if not isinstance(name, str) or not name.strip():
@@ -56,8 +70,13 @@ class PriceTable(Mapping[str, ModelPrice]):
             table[name.strip().lower()] = price
         if fallback is not None and not isinstance(fallback, ModelPrice):
             raise TypeError(f"fallback must be a ModelPrice or None, got {fallback!r}")
+        if matcher is not None and not callable(matcher):
+            raise TypeError(f"matcher must map a model name to a key or None, got {matcher!r}")
         self._prices = table
         self._fallback = fallback
+        self._matcher = matcher
+        # The keys that came with the matcher: its rules decide their names before suffix stripping.
+        self._matched = frozenset(table) if matcher is not None else frozenset()
 
     @property
     def fallback(self) -> ModelPrice | None:
@@ -84,20 +103,40 @@ class PriceTable(Mapping[str, ModelPrice]):
         return table.with_overrides(cls.from_file(path)) if path else table
 
     def with_overrides(self, prices: Mapping[str, ModelPrice]) -> PriceTable:
-        """A new table where ``prices`` replace or add entries (a table's fallback comes along)."""
-        fallback = prices.fallback if isinstance(prices, PriceTable) and prices.fallback else self.fallback
-        return PriceTable({**self._prices, **prices}, fallback)
+        """A new table where ``prices`` replace or add entries (a table's fallback and matcher come along)."""
+        overlay = prices if isinstance(prices, PriceTable) else PriceTable(prices)
+        merged = PriceTable(
+            {**self._prices, **overlay._prices},
+            overlay.fallback or self.fallback,
+            matcher=overlay._matcher or self._matcher,
+        )
+        merged._matched = (self._matched - overlay.keys()) | overlay._matched
+        return merged
 
     def with_fallback(self, price: ModelPrice | None) -> PriceTable:
         """A new table that prices every unknown model at ``price`` (``None`` removes the fallback)."""
-        return PriceTable(self._prices, price)
+        changed = PriceTable(self._prices, price, matcher=self._matcher)
+        changed._matched = self._matched
+        return changed
 
     # --- lookup --------------------------------------------------------------------------------
     def resolve(self, model: str) -> str | None:
-        """The table key that prices ``model`` (exact, then without snapshot suffixes), or ``None``."""
+        """The key that prices ``model``: exact, own key without suffix, matcher, any key without suffix."""
         if not isinstance(model, str):
             raise TypeError(f"model must be a string, got {model!r}")
-        return next((name for name in _candidates(model) if name in self._prices), None)
+        given, unsuffixed = _spellings(model)
+        keys, matcher = self._prices, self._matcher
+        # An exact key, then a key of your own without the snapshot suffix (an override of
+        # "claude-3-5-haiku" prices "claude-3-5-haiku-20241022"), then the matcher's rules, which
+        # know better than suffix stripping ("gemini-pro-latest" is not "gemini-pro"), last the
+        # matcher's keys without the suffix, for snapshots newer than its rules.
+        found = itertools.chain(
+            (name for name in given if name in keys),
+            (name for name in unsuffixed if name in keys and name not in self._matched),
+            (key for name in given + unsuffixed if matcher and (key := matcher(name)) in keys),
+            (name for name in unsuffixed if name in keys),
+        )
+        return next(found, None)
 
     def price_for(self, model: str) -> ModelPrice:
         """The price of ``model``; the fallback for unknown models, else :class:`UnknownModelError`."""
