@@ -5,13 +5,19 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Final
 
 from cycles_otel.pricing.defaults import DEFAULT_PRICES
 from cycles_otel.pricing.model_price import ModelPrice
 from cycles_otel.pricing.price_file import PRICES_FILE_ENV, load_price_file
+
+PRICES_SOURCE_ENV: Final = "CYCLES_OTEL_PRICES_SOURCE"
+PRICE_SOURCES: Final = ("default", "genai-prices")
+GENAI_PRICES_PROVIDERS: Final = ("openai", "anthropic", "google")
+"""The genai-prices providers :meth:`PriceTable.from_genai_prices` reads unless told otherwise."""
 
 
 class UnknownModelError(ValueError):
@@ -51,7 +57,7 @@ class PriceTable(Mapping[str, ModelPrice]):
     """Immutable model → :class:`ModelPrice` map with snapshot-id normalisation and an optional fallback.
 
     ``matcher`` maps a model name that is no key, even without its snapshot suffix, to one of the
-    table's keys (a source's own matching rules).
+    table's keys (a table from :meth:`from_genai_prices` matches by genai-prices' rules).
     """
 
     def __init__(
@@ -96,10 +102,30 @@ class PriceTable(Mapping[str, ModelPrice]):
         return cls(models, fallback)
 
     @classmethod
+    def from_genai_prices(
+        cls, providers: Sequence[str] = GENAI_PRICES_PROVIDERS, *, on: date | None = None
+    ) -> PriceTable:
+        """The prices the genai-prices package maintains, as in force ``on`` (default: today, UTC).
+
+        Needs ``pip install 'cycles-otel[prices]'``. What is taken, and how names match: the
+        package docstring (``cycles_otel.pricing``).
+        """
+        from cycles_otel.pricing import genai_source  # optional dependency: imported when asked for
+
+        prices, matcher = genai_source.load(providers, on)
+        return cls(prices, matcher=matcher)
+
+    @classmethod
     def from_env(cls) -> PriceTable:
-        """The defaults, overlaid with the file named by ``CYCLES_OTEL_PRICES_FILE`` when it is set."""
+        """The table ``CYCLES_OTEL_PRICES_SOURCE`` names, under the ``CYCLES_OTEL_PRICES_FILE`` overrides."""
+        source = os.environ.get(PRICES_SOURCE_ENV, "").strip().lower() or PRICE_SOURCES[0]
+        if source not in PRICE_SOURCES:
+            raise ValueError(
+                f"{PRICES_SOURCE_ENV}={os.environ[PRICES_SOURCE_ENV]!r}: use 'default' (the dated table "
+                "in cycles_otel.pricing) or 'genai-prices' (pip install 'cycles-otel[prices]')"
+            )
+        table = cls.default() if source == "default" else cls.from_genai_prices()
         path = os.environ.get(PRICES_FILE_ENV, "").strip()
-        table = cls.default()
         return table.with_overrides(cls.from_file(path)) if path else table
 
     def with_overrides(self, prices: Mapping[str, ModelPrice]) -> PriceTable:
@@ -121,7 +147,7 @@ class PriceTable(Mapping[str, ModelPrice]):
 
     # --- lookup --------------------------------------------------------------------------------
     def resolve(self, model: str) -> str | None:
-        """The key that prices ``model``: exact, own key without suffix, matcher, any key without suffix."""
+        """The key that prices ``model`` (see the package docstring for the order), or ``None``."""
         if not isinstance(model, str):
             raise TypeError(f"model must be a string, got {model!r}")
         given, unsuffixed = _spellings(model)
