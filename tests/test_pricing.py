@@ -102,6 +102,63 @@ def test_max_cost_bounds_every_actual_cost(table: PriceTable) -> None:
         assert table.cost_microcents("claude-sonnet-4-5", 2_000, output, cached) <= bound
 
 
+# --- long-context tiers ---------------------------------------------------------------------------
+LONG_CONTEXT = ModelPrice("3", "15", "0.30", tiers={200_000: ModelPrice("6", "22.50", "0.60")})
+
+
+def test_a_tier_prices_the_whole_call_once_the_input_exceeds_its_threshold() -> None:
+    assert LONG_CONTEXT.cost_microcents(200_000, 1_000) == 200_000 * 300 + 1_000 * 1_500
+    assert LONG_CONTEXT.rates_for(200_000) is LONG_CONTEXT
+    # One token more and every token, cached and output included, is at the tier's rates.
+    assert LONG_CONTEXT.cost_microcents(200_001, 1_000, cached_input_tokens=100_000) == (
+        100_001 * 600 + 100_000 * 60 + 1_000 * 2_250
+    )
+    assert LONG_CONTEXT.rates_for(200_001) == ModelPrice("6", "22.50", "0.60")
+    table = PriceTable({"long": LONG_CONTEXT})
+    assert table.max_cost_microcents("long", 300_000, 10) == 300_000 * 600 + 10 * 2_250
+
+
+def test_the_highest_tier_exceeded_applies_and_a_tier_caches_at_its_own_input_rate() -> None:
+    price = ModelPrice("1", "2", tiers={128_000: ModelPrice("4", "8"), 32_000: ModelPrice("2", "4")})
+    assert list(price.tiers) == [32_000, 128_000]
+    assert [price.rates_for(n).input_usd_per_mtok for n in (32_000, 32_001, 128_000, 128_001)] == [
+        Decimal(1),
+        Decimal(2),
+        Decimal(2),
+        Decimal(4),
+    ]
+    assert price.cost_microcents(128_001, 0, cached_input_tokens=128_001) == price.cost_microcents(128_001, 0)
+
+
+def test_tiers_are_part_of_a_prices_identity_and_repr() -> None:
+    same = ModelPrice("3", "15", "0.3", tiers={200_000: ModelPrice("6", "22.5", "0.6")})
+    assert same == LONG_CONTEXT and hash(same) == hash(LONG_CONTEXT)
+    assert ModelPrice("3", "15", "0.30") != LONG_CONTEXT
+    assert repr(LONG_CONTEXT) == (
+        "ModelPrice('3', '15', cached_input_usd_per_mtok='0.3', "
+        "tiers={200000: ModelPrice('6', '22.5', cached_input_usd_per_mtok='0.6')})"
+    )
+    assert repr(ModelPrice("3", "15")) == "ModelPrice('3', '15', cached_input_usd_per_mtok='3')"
+    with pytest.raises(TypeError):
+        LONG_CONTEXT.tiers[1] = ModelPrice(1, 1)  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("tiers", "error", "message"),
+    [
+        ({-1: ModelPrice(1, 1)}, ValueError, "threshold -1 must be a whole number of input tokens"),
+        ({True: ModelPrice(1, 1)}, ValueError, "threshold True must be"),
+        ({"200k": ModelPrice(1, 1)}, ValueError, "threshold '200k' must be"),
+        ({10: (1, 2)}, TypeError, r"tiers\[10\] must be a ModelPrice"),
+        ({10: LONG_CONTEXT}, ValueError, "has tiers of its own"),
+        ([(10, ModelPrice(1, 1))], TypeError, "tiers must map input-token thresholds"),
+    ],
+)
+def test_bad_tiers_are_rejected(tiers: object, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        ModelPrice(1, 2, tiers=tiers)  # type: ignore[arg-type]
+
+
 # --- conversions and validation -----------------------------------------------------------------------
 def test_usd_and_microcents_convert_exactly() -> None:
     assert usd_to_microcents("2.50") == 250_000_000
@@ -197,6 +254,18 @@ def test_dated_model_ids_resolve_to_their_model(table: PriceTable, model: str, k
 def test_variants_priced_differently_are_not_normalised_away(table: PriceTable, model: str) -> None:
     with pytest.raises(UnknownModelError):
         table.price_for(model)
+
+
+def test_a_matcher_names_the_key_for_names_the_table_does_not_have() -> None:
+    acme = ModelPrice("1", "2")
+    table = PriceTable({"acme-large": acme}, matcher=lambda name: "acme-large" if "acme" in name else "gone")
+    assert table.resolve("ACME-Large") == "acme-large"
+    assert table.price_for("eu.acme-large-v2") is acme
+    assert table.with_fallback(None).price_for("acme-x") is acme  # the matcher comes along
+    with pytest.raises(UnknownModelError):
+        table.price_for("other")  # a key the table lacks ("gone") is no match
+    with pytest.raises(TypeError, match="matcher must map a model name"):
+        PriceTable({}, matcher="acme")  # type: ignore[arg-type]
 
 
 def test_unknown_model_error_names_the_model_and_the_fixes(table: PriceTable) -> None:
