@@ -16,7 +16,11 @@ class LoopbackHTTPServer(ThreadingHTTPServer):
     """A threading HTTP server that can cut its idle keep-alive connections when it stops."""
 
     daemon_threads = True
-    allow_reuse_address = False
+    # SO_REUSEADDR: a stopped server leaves its accepted connections in TIME_WAIT, and without it the same
+    # port cannot be bound again for a minute. Linux still refuses a port another socket listens on.
+    allow_reuse_address = True
+    # SO_REUSEPORT would let two servers share one port: a taken port must stay an error.
+    allow_reuse_port = False
     request_queue_size = 1024  # dozens of clients connect at once; the default backlog of 5 drops SYNs
 
     def __init__(self, address: tuple[str, int], handler: type[Any]) -> None:
