@@ -81,6 +81,15 @@ def test_the_command_serves_until_sigterm(running: tuple[subprocess.Popen[str], 
     stop(process)
 
 
+def test_the_health_probe_answers_up_without_a_key(
+    running: tuple[subprocess.Popen[str], dict[str, str]],
+) -> None:
+    """``GET /actuator/health`` is the reference server's probe; runcycles' live-server tests poll it."""
+    _, printed = running
+    with urllib.request.urlopen(f"{printed['CYCLES_BASE_URL']}/actuator/health", timeout=5) as answer:
+        assert answer.status == 200 and json.loads(answer.read()) == {"status": "UP"}
+
+
 def test_a_stopped_authority_restarts_on_the_same_port_at_once() -> None:
     with socket.socket() as probe:  # a free port, released before the authority binds it
         probe.bind(("127.0.0.1", 0))

@@ -32,6 +32,9 @@ ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     # Evidence signing is not implemented: these public endpoints answer as a server with it disabled.
     ("GET", re.compile(r"/v1/evidence/(?P<eid>[^/]+)"), "get_evidence"),
     ("GET", re.compile(r"/v1/\.well-known/cycles-jwks\.json"), "get_evidence_jwks"),
+    # Outside the protocol: the reference server's Spring Boot health probe, which clients' live-server
+    # tests and orchestrators poll without an API key.
+    ("GET", re.compile(r"/actuator/health"), "health"),
 )
 _PUBLIC = frozenset({"get_evidence", "get_evidence_jwks"})
 _EVIDENCE_ID = re.compile(r"^[0-9a-f]{64}$")
@@ -155,6 +158,9 @@ class Protocol:
                     response.headers["Allow"] = ", ".join(allowed)
                     return response
                 raise ProtocolError(404, "NOT_FOUND", f"no endpoint {request.method} {request.path}")
+            if routed[0] == "health":  # Spring's answer while the server serves; no API key, like Spring
+                ids = {"X-Request-Id": request_id, "X-Cycles-Trace-Id": trace_id}
+                return Response(200, {"status": "UP"}, ids)
             if routed[0] in _PUBLIC:
                 self._evidence(routed[1])
             tenant = self._authenticate(request.headers)
