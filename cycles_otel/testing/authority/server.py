@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import uuid
@@ -14,8 +13,17 @@ from urllib.parse import parse_qs, urlsplit
 
 from cycles_otel.testing.authority.faults import Faults
 from cycles_otel.testing.authority.ledger import Ledger
-from cycles_otel.testing.authority.protocol import KeyRing, Protocol, Request, Response, route, trace_id_from
+from cycles_otel.testing.authority.protocol import (
+    KeyRing,
+    Protocol,
+    Request,
+    Response,
+    decode_json,
+    route,
+    trace_id_from,
+)
 from cycles_otel.testing.authority.records import Clock, LedgerSnapshot
+from cycles_otel.testing.authority.validation import InvalidRequest
 from cycles_otel.testing.loopback import BackgroundService, LoopbackHTTPServer
 
 if TYPE_CHECKING:
@@ -293,8 +301,8 @@ class LocalCyclesServer(BackgroundService["_HTTPServer"]):
         if not self.record_requests:
             return
         try:
-            body = json.loads(request.body) if request.body else None
-        except ValueError:
+            body = decode_json(request.body) if request.body else None
+        except InvalidRequest:
             body = request.body.decode(errors="replace")
         record = RecordedRequest(
             method=request.method,
