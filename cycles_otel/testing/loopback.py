@@ -49,6 +49,21 @@ class LoopbackHTTPServer(ThreadingHTTPServer):
                 connection.shutdown(socket.SHUT_RDWR)
 
 
+DRAIN_SECONDS = 1.0  # how long a refused body is read and dropped before the connection closes
+
+
+def drain_unread_body(connection: socket.socket, unread: int) -> None:
+    """After answering, read and drop a refused request's body (briefly): closing on unread bytes resets
+    the connection, and the reset can destroy the answer before the client reads it."""
+    try:
+        connection.shutdown(socket.SHUT_WR)
+        connection.settimeout(DRAIN_SECONDS)
+        while unread > 0 and (chunk := connection.recv(min(unread, 65_536))):
+            unread -= len(chunk)
+    except OSError:
+        pass  # the client went away: nothing left to protect
+
+
 ServerT = TypeVar("ServerT", bound=LoopbackHTTPServer)
 
 
