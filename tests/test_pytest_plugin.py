@@ -88,9 +88,11 @@ def test_a_users_test_module_runs_with_the_fixtures(pytester: pytest.Pytester) -
         result.stdout.fnmatch_lines([f"*SETUP    F {name}*", f"*TEARDOWN F {name}*"])
 
 
-def test_the_fixtures_sit_beside_this_projects_own_conftest_fixtures(
+def test_the_fixtures_serve_this_projects_own_tests(
     otlp_receiver: OtlpReceiver, fake_openai: FakeOpenAI, telemetry: TelemetryCapture
 ) -> None:
     assert otlp_receiver.http_endpoint.startswith("http://127.0.0.1:")
     assert fake_openai.base_url.startswith("http://127.0.0.1:") and fake_openai.base_url.endswith("/v1")
-    assert telemetry.spans() == []
+    telemetry.tracer_provider.get_tracer("plugin.test").start_span("kept").end()
+    telemetry.meter_provider.get_meter("plugin.test").create_counter("calls").add(2, {"kind": "x"})
+    assert telemetry.span_names() == ["kept"] and telemetry.value("calls", kind="x") == 2
