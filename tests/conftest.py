@@ -1,14 +1,11 @@
-"""Shared fixtures: in-memory telemetry, and binaries that must exist under CI."""
+"""Shared fixtures and binaries that must exist under CI (``telemetry`` comes from the cycles_otel plugin)."""
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
 
 import pytest
-
-from cycles_otel.testing.telemetry import TelemetryCapture
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -26,13 +23,6 @@ def require_binary(name: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
-
-
-@pytest.fixture
-def telemetry() -> Iterator[TelemetryCapture]:
-    capture = TelemetryCapture()
-    yield capture
-    capture.shutdown()
 
 
 @pytest.fixture(autouse=True)

@@ -17,24 +17,12 @@ from cycles_otel.testing.authority.cli import UsageError, parse_amount, parse_bu
 COMMAND = [sys.executable, "-m", "cycles_otel.app.cli", "authority"]
 
 
-@pytest.fixture
-def running() -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
-    process = subprocess.Popen(
-        [
-            *COMMAND,
-            "--port",
-            "0",
-            "--tenant",
-            "acme",
-            "--budget",
-            "tenant:acme=5USD",
-            "--budget",
-            "tenant:acme/workflow:x=200000000",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+BUDGETS = ["--tenant", "acme", "--budget", "tenant:acme=5USD", "--budget", "tenant:acme/workflow:x=200000000"]
+
+
+def start(*args: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """Run the command and read the ``NAME=value`` lines it prints once it serves."""
+    process = subprocess.Popen([*COMMAND, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     printed: dict[str, str] = {}
     assert process.stdout is not None
     while "CYCLES_TENANT" not in printed:
@@ -43,6 +31,17 @@ def running() -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
         name, sep, value = line.strip().partition("=")
         if sep:
             printed[name] = value
+    return process, printed
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=10) == 0
+
+
+@pytest.fixture
+def running() -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
+    process, printed = start("--port", "0", *BUDGETS)
     yield process, printed
     if process.poll() is None:
         process.kill()
@@ -79,8 +78,37 @@ def test_the_command_serves_until_sigterm(running: tuple[subprocess.Popen[str], 
         "tenant:acme": 350_000_000,
         "tenant:acme/workflow:x": 50_000_000,
     }
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=10) == 0
+    stop(process)
+
+
+def test_the_health_probe_answers_up_without_a_key(
+    running: tuple[subprocess.Popen[str], dict[str, str]],
+) -> None:
+    """``GET /actuator/health`` is the reference server's probe; runcycles' live-server tests poll it."""
+    _, printed = running
+    with urllib.request.urlopen(f"{printed['CYCLES_BASE_URL']}/actuator/health", timeout=5) as answer:
+        assert answer.status == 200 and json.loads(answer.read()) == {"status": "UP"}
+
+
+def test_a_stopped_authority_restarts_on_the_same_port_at_once() -> None:
+    with socket.socket() as probe:  # a free port, released before the authority binds it
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    for run in range(2):
+        process, printed = start("--port", port, *BUDGETS)
+        try:
+            assert printed["CYCLES_BASE_URL"] == f"http://127.0.0.1:{port}"
+            # urllib closes after each answer, so the server side closes first and its end of the
+            # connection lingers in TIME_WAIT: the next bind must not trip over it.
+            balances = _call(
+                f"{printed['CYCLES_BASE_URL']}/v1/balances?tenant=acme", printed["CYCLES_API_KEY"]
+            )
+            assert len(balances["balances"]) == 2, (run, balances)  # type: ignore[arg-type]
+            stop(process)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=5)
 
 
 def test_bad_budget_syntax_exits_2_naming_the_flag() -> None:

@@ -313,3 +313,14 @@ def test_models_list_works_through_the_openai_sdk_and_a_configured_key_is_enforc
         wrong = openai.OpenAI(base_url=api.base_url, api_key="sk-wrong", max_retries=0)
         with pytest.raises(openai.AuthenticationError):
             wrong.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_a_deeply_nested_body_is_a_400_and_the_endpoint_keeps_serving(api: FakeOpenAI) -> None:
+    """Python's json raises RecursionError, not ValueError, on 100,000 nested '[': still a 400."""
+    auth = {"Authorization": "Bearer sk-test", "Content-Type": "application/json"}
+    with httpx.Client(base_url=api.base_url) as http:
+        nested = http.post("/chat/completions", content=b"[" * 100_000, headers=auth)
+        assert nested.status_code == 400, nested.text
+        assert nested.json()["error"]["message"] == "The request body is not valid JSON."
+        body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}
+        assert http.post("/chat/completions", json=body, headers=auth).status_code == 200

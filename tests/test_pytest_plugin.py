@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +13,10 @@ from cycles_otel.testing.otlp_receiver import OtlpReceiver
 from cycles_otel.testing.telemetry import TelemetryCapture
 
 pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).resolve().parents[1]
+# Unrelated plugins in this venv cost seconds of start-up; blocking an absent plugin is harmless.
+UNRELATED_PLUGINS = ["-p", "no:schemathesis", "-p", "no:hypothesispytest", "-p", "no:randomly"]
 
 # A user's test module: one governed model call (reserve, call, commit the priced usage, export a span),
 # then checks that each test got fresh servers and that the previous test's servers were stopped.
@@ -59,8 +65,11 @@ async def test_a_governed_call(otlp_receiver, fake_openai, cycles_server):
     SEEN.append((otlp_receiver, fake_openai, cycles_server))
 
 
-def test_fresh_servers_each_test_and_the_last_ones_stopped(otlp_receiver, fake_openai, cycles_server):
+def test_fresh_servers_each_test_and_the_last_ones_stopped(
+    otlp_receiver, fake_openai, cycles_server, telemetry
+):
     previous, current = SEEN[0], (otlp_receiver, fake_openai, cycles_server)
+    assert telemetry.spans() == []
     assert all(now is not before for now, before in zip(current, previous))
     assert fake_openai.requests == [] and otlp_receiver.spans() == []
     for stopped, address in zip(previous, ("http_endpoint", "base_url", "base_url")):
@@ -74,23 +83,70 @@ def test_the_plugin_is_registered_under_the_pytest11_entry_point() -> None:
     assert entry.value == "cycles_otel.testing.pytest_plugin"
 
 
-def test_a_users_test_module_runs_with_the_fixtures(pytester: pytest.Pytester) -> None:
-    pytester.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
-    pytester.makepyfile(test_user=USER_TESTS)
-    # In a subprocess: an in-process run would drop the modules it imported (httpcore2...) from sys.modules
-    # afterwards while libraries imported earlier keep references to them, breaking later tests.
-    # Unrelated plugins in this venv cost seconds of start-up; blocking an absent plugin is harmless.
-    unrelated = ["-p", "no:schemathesis", "-p", "no:hypothesispytest", "-p", "no:randomly"]
-    result = pytester.runpytest_subprocess("--setup-show", *unrelated)
+@pytest.fixture
+def user_run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """A pytester whose subprocess runs import this checkout's ``cycles_otel`` (and so its plugin), not
+    whichever copy is installed. Subprocess, because an in-process run would drop the modules it imported
+    (httpcore2...) from sys.modules afterwards while libraries imported earlier keep references to them."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    return pytester
+
+
+def readme_testing_example() -> str:
+    """The Python block of README.md's "Testing your own agents" section, exactly as written."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Testing your own agents", 1)[1]
+    section = re.split(r"^##", section, maxsplit=1, flags=re.MULTILINE)[0]
+    blocks = re.findall(r"^```python\n(.*?)^```$", section, flags=re.MULTILINE | re.DOTALL)
+    assert len(blocks) == 1, "the section must hold exactly one Python example"
+    return str(blocks[0])
+
+
+def assertion_lines(source: str) -> list[int]:
+    """Indices of the lines of ``source`` that hold a whole ``assert`` statement."""
+    return [n for n, line in enumerate(source.splitlines()) if re.fullmatch(r"\s+assert .*[^,(\[{]", line)]
+
+
+def negate_assertion(source: str, line: int) -> str:
+    """``source`` with the ``assert X`` on ``line`` turned into ``assert not (X)``."""
+    lines = source.splitlines(keepends=True)
+    indent, expression = lines[line].rstrip("\n").split("assert ", 1)
+    lines[line] = f"{indent}assert not ({expression})\n"
+    return "".join(lines)
+
+
+def test_the_readme_example_passes_as_written_and_fails_on_any_wrong_assertion(
+    user_run: pytest.Pytester,
+) -> None:
+    example = readme_testing_example()
+    lines = assertion_lines(example)
+    assert len(lines) >= 3 and len(lines) == example.count("assert "), "keep each assertion on one line"
+    # No ini file: pytest-asyncio's default strict mode, as in a user's fresh project.
+    user_run.makepyfile(
+        test_readme_example=example,
+        **{f"test_readme_negated_{n}": negate_assertion(example, line) for n, line in enumerate(lines)},
+    )
+    result = user_run.runpytest_subprocess(*UNRELATED_PLUGINS)
+    result.assert_outcomes(passed=1, failed=len(lines))
+    result.stdout.fnmatch_lines([f"FAILED test_readme_negated_{n}.py::*" for n in range(len(lines))])
+    result.stdout.no_fnmatch_line("FAILED test_readme_example.py::*")
+
+
+def test_a_users_test_module_runs_with_the_fixtures(user_run: pytest.Pytester) -> None:
+    user_run.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
+    user_run.makepyfile(test_user=USER_TESTS)
+    result = user_run.runpytest_subprocess("--setup-show", *UNRELATED_PLUGINS)
     result.assert_outcomes(passed=2)
     # --setup-show prints each fixture's scope letter: F is function scope.
-    for name in ("otlp_receiver", "fake_openai", "cycles_server"):
+    for name in ("otlp_receiver", "fake_openai", "cycles_server", "telemetry"):
         result.stdout.fnmatch_lines([f"*SETUP    F {name}*", f"*TEARDOWN F {name}*"])
 
 
-def test_the_fixtures_sit_beside_this_projects_own_conftest_fixtures(
+def test_the_fixtures_serve_this_projects_own_tests(
     otlp_receiver: OtlpReceiver, fake_openai: FakeOpenAI, telemetry: TelemetryCapture
 ) -> None:
     assert otlp_receiver.http_endpoint.startswith("http://127.0.0.1:")
     assert fake_openai.base_url.startswith("http://127.0.0.1:") and fake_openai.base_url.endswith("/v1")
-    assert telemetry.spans() == []
+    telemetry.tracer_provider.get_tracer("plugin.test").start_span("kept").end()
+    telemetry.meter_provider.get_meter("plugin.test").create_counter("calls").add(2, {"kind": "x"})
+    assert telemetry.span_names() == ["kept"] and telemetry.value("calls", kind="x") == 2

@@ -342,7 +342,7 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         try:
             body = json.loads(raw) if raw else None
-        except ValueError:
+        except (ValueError, RecursionError):  # json raises RecursionError on deeply nested input
             body = None
         path = self.path.split("?")[0]
         request = OpenAIRequest(self.command, path, {k.lower(): v for k, v in self.headers.items()}, body)

@@ -16,7 +16,11 @@ class LoopbackHTTPServer(ThreadingHTTPServer):
     """A threading HTTP server that can cut its idle keep-alive connections when it stops."""
 
     daemon_threads = True
-    allow_reuse_address = False
+    # SO_REUSEADDR: a stopped server leaves its accepted connections in TIME_WAIT, and without it the same
+    # port cannot be bound again for a minute. Linux still refuses a port another socket listens on.
+    allow_reuse_address = True
+    # SO_REUSEPORT would let two servers share one port: a taken port must stay an error.
+    allow_reuse_port = False
     request_queue_size = 1024  # dozens of clients connect at once; the default backlog of 5 drops SYNs
 
     def __init__(self, address: tuple[str, int], handler: type[Any]) -> None:
@@ -43,6 +47,21 @@ class LoopbackHTTPServer(ThreadingHTTPServer):
         for connection in connections:
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
+
+
+DRAIN_SECONDS = 1.0  # how long a refused body is read and dropped before the connection closes
+
+
+def drain_unread_body(connection: socket.socket, unread: int) -> None:
+    """After answering, read and drop a refused request's body (briefly): closing on unread bytes resets
+    the connection, and the reset can destroy the answer before the client reads it."""
+    try:
+        connection.shutdown(socket.SHUT_WR)
+        connection.settimeout(DRAIN_SECONDS)
+        while unread > 0 and (chunk := connection.recv(min(unread, 65_536))):
+            unread -= len(chunk)
+    except OSError:
+        pass  # the client went away: nothing left to protect
 
 
 ServerT = TypeVar("ServerT", bound=LoopbackHTTPServer)

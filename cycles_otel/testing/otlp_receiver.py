@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import threading
 import time
@@ -19,10 +18,12 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from cycles_otel.testing.loopback import BackgroundService, LoopbackHTTPServer
+from cycles_otel.testing.loopback import BackgroundService, LoopbackHTTPServer, drain_unread_body
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
     "OtlpReceiver",
+    "PayloadTooLarge",
     "ReceivedEvent",
     "ReceivedExemplar",
     "ReceivedLink",
@@ -55,6 +56,8 @@ _SIGNALS: dict[str, tuple[str, str, Any, Any]] = {
         logs_service_pb2.ExportLogsServiceResponse,
     ),
 }
+# An SDK batch (512 spans by default) is a few hundred KiB; the Collector's own HTTP default is 20 MiB.
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 _SPAN_KINDS = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
 _STATUS_CODES = ("UNSET", "OK", "ERROR")
 
@@ -289,14 +292,37 @@ def _logs(request: Any, transport: str) -> Iterator[ReceivedLog]:
                 )
 
 
-def _decompress(body: bytes, encoding: str) -> bytes:
-    if encoding == "gzip":
-        return gzip.decompress(body)
-    if encoding == "deflate":
-        return zlib.decompress(body)
+class PayloadTooLarge(ValueError):
+    """An export over one of the receiver's size limits: HTTP answers 413, gRPC ``RESOURCE_EXHAUSTED``."""
+
+
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """``body`` decoded per its Content-Encoding, holding at most ``limit`` + 1 decoded bytes: a small
+    compressed body can expand a thousandfold, so it is inflated with a cap, never in full."""
     if encoding in ("", "identity"):
-        return body
-    raise ValueError(f"unsupported Content-Encoding {encoding!r}; send gzip, deflate or none")
+        parts = [body]
+    elif encoding in _WBITS:
+        parts, size, rest = [], 0, body
+        while rest:  # gzip allows several members back to back
+            inflater = zlib.decompressobj(_WBITS[encoding])
+            parts.append(inflater.decompress(rest, limit + 1 - size))
+            size += len(parts[-1])
+            if size > limit:
+                break
+            if not inflater.eof:
+                raise ValueError(f"the {encoding} body is truncated")
+            rest = inflater.unused_data if encoding == "gzip" else b""
+    else:
+        raise ValueError(f"unsupported Content-Encoding {encoding!r}; send gzip, deflate or none")
+    if sum(map(len, parts)) > limit:
+        raise PayloadTooLarge(
+            f"the {encoding or 'request'} body decodes to more than {limit} bytes; "
+            f"raise OtlpReceiver(max_decompressed_bytes=...) or export smaller batches"
+        )
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 class _HttpHandler(BaseHTTPRequestHandler):
@@ -307,7 +333,10 @@ class _HttpHandler(BaseHTTPRequestHandler):
         """Exporters post every few hundred milliseconds; a log line each would drown test output."""
 
     def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        receiver = self.server.receiver
+        body = self._read_body(receiver.max_body_bytes)
+        if body is None:
+            return
         signal = next((name for name, spec in _SIGNALS.items() if spec[1] == self.path.split("?")[0]), None)
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
         if signal is None:
@@ -317,18 +346,48 @@ class _HttpHandler(BaseHTTPRequestHandler):
         else:
             try:
                 encoding = (self.headers.get("Content-Encoding") or "").strip().lower()
-                self.server.receiver._ingest(signal, _decompress(body, encoding), "http", encoding)
+                payload = _decompress(body, encoding, receiver.max_decompressed_bytes)
+                receiver._ingest(signal, payload, "http", encoding)
+            except PayloadTooLarge as error:
+                self._reply(413, str(error).encode(), "text/plain")
             except Exception as error:  # a malformed body must answer 400, not kill the handler thread
                 self._reply(400, str(error).encode(), "text/plain")
             else:
                 self._reply(200, _SIGNALS[signal][3]().SerializeToString(), "application/x-protobuf")
 
+    def _read_body(self, limit: int) -> bytes | None:
+        """The request body, or ``None`` once a refusal was answered (the body then is never read whole)."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            self.close_connection = True  # the unread chunks would corrupt the next request
+            self._reply(411, b"chunked bodies are not supported; send Content-Length", "text/plain")
+            drain_unread_body(self.connection, limit)
+            return None
+        length_text = (self.headers.get("Content-Length") or "0").strip()
+        if not length_text.isdigit():
+            self.close_connection = True
+            self._reply(400, b"Content-Length must be a non-negative integer", "text/plain")
+            return None
+        length = int(length_text)
+        if length > limit:
+            self.close_connection = True
+            message = (
+                f"request body has {length} bytes; the limit is {limit} bytes: "
+                "raise OtlpReceiver(max_body_bytes=...) or export smaller batches"
+            )
+            self._reply(413, message.encode(), "text/plain")
+            drain_unread_body(self.connection, length)
+            return None
+        return self.rfile.read(length)
+
     def _reply(self, status: int, payload: bytes, content_type: str) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(payload)
+        self.wfile.flush()
 
 
 class _HttpServer(LoopbackHTTPServer):
@@ -340,6 +399,10 @@ class _HttpServer(LoopbackHTTPServer):
 class OtlpReceiver(BackgroundService["_HttpServer"]):
     """An OTLP receiver on 127.0.0.1: gRPC and HTTP/protobuf (plain, gzip, deflate) for traces, metrics, logs.
 
+    Limits: an HTTP body over ``max_body_bytes``, or any export that decodes to more than
+    ``max_decompressed_bytes``, is refused (HTTP 413, gRPC ``RESOURCE_EXHAUSTED``) and not stored;
+    compressed bodies are inflated with that cap, so a gzip bomb never expands in memory.
+
     Usage::
 
         with OtlpReceiver() as rx:
@@ -350,7 +413,20 @@ class OtlpReceiver(BackgroundService["_HttpServer"]):
             assert span.attributes["cycles.unit"] == "USD_MICROCENTS"
     """
 
-    def __init__(self, grpc_workers: int = 4) -> None:
+    def __init__(
+        self,
+        grpc_workers: int = 4,
+        *,
+        max_body_bytes: int = DEFAULT_MAX_BYTES,
+        max_decompressed_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        for name, value in (
+            ("max_body_bytes", max_body_bytes),
+            ("max_decompressed_bytes", max_decompressed_bytes),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r}: give a positive number of bytes, e.g. 16 * 1024 * 1024")
+        self.max_body_bytes, self.max_decompressed_bytes = max_body_bytes, max_decompressed_bytes
         self._grpc_workers = grpc_workers
         self._requests: list[ReceivedRequest] = []
         self._changed = threading.Condition()
@@ -362,7 +438,11 @@ class OtlpReceiver(BackgroundService["_HttpServer"]):
     thread_name = "otlp-receiver"
 
     def _make_server(self) -> _HttpServer:
-        self._grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=self._grpc_workers))
+        self._grpc_server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self._grpc_workers),
+            # gRPC checks it on the wire and again while decompressing, answering RESOURCE_EXHAUSTED.
+            options=[("grpc.max_receive_message_length", self.max_decompressed_bytes)],
+        )
         self._grpc_server.add_generic_rpc_handlers(
             [self._grpc_handler(signal, spec[0]) for signal, spec in _SIGNALS.items()]
         )

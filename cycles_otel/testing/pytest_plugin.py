@@ -1,11 +1,14 @@
 """pytest fixtures for testing budget-governed agents offline.
 
 Loaded automatically (entry point ``pytest11``: ``cycles_otel``) once ``cycles-otel[testing]`` is installed;
-``-p no:cycles_otel`` turns it off. Every fixture is function-scoped and runs on 127.0.0.1 only:
+``-p no:cycles_otel`` turns it off. Every fixture is function-scoped, synchronous (so async tests under
+pytest-asyncio, which the extra brings, or any other runner use them alike) and runs on 127.0.0.1 only:
 
-- ``otlp_receiver``: a started :class:`~cycles_otel.testing.otlp_receiver.OtlpReceiver`.
-- ``fake_openai``: a started :class:`~cycles_otel.testing.fake_openai.FakeOpenAI` (seed 0, no latency).
 - ``cycles_server``: a started :class:`~cycles_otel.testing.authority.LocalCyclesServer`.
+- ``fake_openai``: a started :class:`~cycles_otel.testing.fake_openai.FakeOpenAI` (seed 0, no latency).
+- ``otlp_receiver``: a started :class:`~cycles_otel.testing.otlp_receiver.OtlpReceiver`.
+- ``telemetry``: a :class:`~cycles_otel.testing.telemetry.TelemetryCapture` (in-memory tracer and meter
+  providers), shut down after the test.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ if TYPE_CHECKING:
     from cycles_otel.testing.authority import LocalCyclesServer
     from cycles_otel.testing.fake_openai import FakeOpenAI
     from cycles_otel.testing.otlp_receiver import OtlpReceiver
+    from cycles_otel.testing.telemetry import TelemetryCapture
 
 
 @pytest.fixture
@@ -48,3 +52,13 @@ def cycles_server() -> Iterator[LocalCyclesServer]:
 
     with LocalCyclesServer() as server:
         yield server
+
+
+@pytest.fixture
+def telemetry() -> Iterator[TelemetryCapture]:
+    """In-memory SDK providers: give ``.tracer_provider`` and ``.meter_provider``, read ``.span(name)``."""
+    from cycles_otel.testing.telemetry import TelemetryCapture
+
+    capture = TelemetryCapture()
+    yield capture
+    capture.shutdown()

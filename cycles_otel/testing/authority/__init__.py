@@ -15,7 +15,10 @@ Usage::
 Time is controlled, never slept: ``server.clock.advance(seconds)`` (or ``server.expire_now(id)``).
 Faults: ``server.faults.delay/fail/timeout/drop/clear``. Every request and its answer is kept in
 ``server.requests`` (with lowercased headers, e.g. the ``traceparent`` the server received).
-Standalone: ``cycles-otel authority --tenant acme --budget tenant:acme=5USD``.
+A body over ``max_body_bytes`` (1 MiB) or nested deeper than 64 arrays/objects is answered 400
+``INVALID_REQUEST``, like any other request the schema refuses.
+Standalone: ``cycles-otel authority --tenant acme --budget tenant:acme=5USD``. Like the reference server,
+it answers the health probe ``GET /actuator/health`` (200 ``{"status": "UP"}``, no API key needed).
 """
 
 from cycles_otel.testing.authority.faults import Fault, Faults

@@ -67,7 +67,7 @@ def _page(
         try:
             decoded = json.loads(base64.urlsafe_b64decode(cursor.encode() + b"==="))
             offset, bound = int(decoded["o"]), decoded["f"]
-        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError, binascii.Error) as exc:
             raise InvalidRequest(
                 "cursor", "is not a cursor this server issued; drop it to start over"
             ) from exc

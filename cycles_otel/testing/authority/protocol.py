@@ -32,12 +32,18 @@ ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     # Evidence signing is not implemented: these public endpoints answer as a server with it disabled.
     ("GET", re.compile(r"/v1/evidence/(?P<eid>[^/]+)"), "get_evidence"),
     ("GET", re.compile(r"/v1/\.well-known/cycles-jwks\.json"), "get_evidence_jwks"),
+    # Outside the protocol: the reference server's Spring Boot health probe, which clients' live-server
+    # tests and orchestrators poll without an API key.
+    ("GET", re.compile(r"/actuator/health"), "health"),
 )
 _PUBLIC = frozenset({"get_evidence", "get_evidence_jwks"})
 _EVIDENCE_ID = re.compile(r"^[0-9a-f]{64}$")
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+# Deeper bodies are refused before anything walks them: fingerprinting, storing and echoing metadata all
+# recurse, and Python's json recurses too (a body of 100,000 "[" raises RecursionError, not ValueError).
+MAX_JSON_DEPTH = 64
 
 
 def route(method: str, path: str) -> tuple[str, str | None] | None:
@@ -66,6 +72,32 @@ def trace_id_from(headers: Mapping[str, str]) -> str:
     while (generated := secrets.token_hex(16)) == _ZERO_TRACE:
         pass
     return generated
+
+
+def decode_json(raw: bytes) -> Any:
+    """A request body as JSON; raises :class:`InvalidRequest` when it is not JSON or nests too deeply."""
+    too_deep = InvalidRequest("", f"nests deeper than {MAX_JSON_DEPTH} levels; send a flatter JSON object")
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise too_deep from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest("", f"is not valid JSON ({exc}); send a JSON object") from exc
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise too_deep
+    return value
+
+
+def _depth(value: Any) -> int:
+    """How many arrays and objects nest in ``value`` (iterative: the point is to not recurse)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, level + 1) for child in children)
+    return deepest
 
 
 @dataclass
@@ -155,6 +187,9 @@ class Protocol:
                     response.headers["Allow"] = ", ".join(allowed)
                     return response
                 raise ProtocolError(404, "NOT_FOUND", f"no endpoint {request.method} {request.path}")
+            if routed[0] == "health":  # Spring's answer while the server serves; no API key, like Spring
+                ids = {"X-Request-Id": request_id, "X-Cycles-Trace-Id": trace_id}
+                return Response(200, {"status": "UP"}, ids)
             if routed[0] in _PUBLIC:
                 self._evidence(routed[1])
             tenant = self._authenticate(request.headers)
@@ -229,10 +264,7 @@ class Protocol:
 
     @staticmethod
     def _body(operation: str, request: Request) -> dict[str, Any]:
-        try:
-            body = json.loads(request.body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidRequest("", f"is not valid JSON ({exc}); send a JSON object") from exc
+        body = decode_json(request.body)
         BODY_RULES[operation].check(body, "")
         if not isinstance(body, dict):  # the rule guarantees it; this narrows the type
             raise InvalidRequest("", "must be a JSON object")

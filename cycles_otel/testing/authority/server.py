@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import socket
 import threading
 import uuid
 from collections.abc import Callable
@@ -14,9 +12,18 @@ from urllib.parse import parse_qs, urlsplit
 
 from cycles_otel.testing.authority.faults import Faults
 from cycles_otel.testing.authority.ledger import Ledger
-from cycles_otel.testing.authority.protocol import KeyRing, Protocol, Request, Response, route, trace_id_from
+from cycles_otel.testing.authority.protocol import (
+    KeyRing,
+    Protocol,
+    Request,
+    Response,
+    decode_json,
+    route,
+    trace_id_from,
+)
 from cycles_otel.testing.authority.records import Clock, LedgerSnapshot
-from cycles_otel.testing.loopback import BackgroundService, LoopbackHTTPServer
+from cycles_otel.testing.authority.validation import InvalidRequest
+from cycles_otel.testing.loopback import BackgroundService, LoopbackHTTPServer, drain_unread_body
 
 if TYPE_CHECKING:
     from runcycles import CyclesConfig  # type: ignore[import-untyped]
@@ -41,9 +48,6 @@ class _HTTPServer(LoopbackHTTPServer):
     def __init__(self, address: tuple[str, int], authority: LocalCyclesServer) -> None:
         self.authority = authority
         super().__init__(address, _Handler)
-
-
-DRAIN_SECONDS = 1.0  # how long a refused body is read and dropped before the connection closes
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -86,7 +90,7 @@ class _Handler(BaseHTTPRequestHandler):
         if response is not None:
             self._write(response)
             if self._unread_body:
-                self._drain_unread_body()
+                drain_unread_body(self.connection, self._unread_body)
         else:  # a dropped or timed-out call: close without a status line
             self.close_connection = True
 
@@ -120,18 +124,6 @@ class _Handler(BaseHTTPRequestHandler):
             )
         request.body = self.rfile.read(length)
         return None
-
-    def _drain_unread_body(self) -> None:
-        """Read and drop the body left unread (briefly): closing on unread bytes resets the connection,
-        and the reset can destroy the answer before the client reads it."""
-        try:
-            self.connection.shutdown(socket.SHUT_WR)
-            self.connection.settimeout(DRAIN_SECONDS)
-            remaining = self._unread_body
-            while remaining > 0 and (chunk := self.connection.recv(min(remaining, 65_536))):
-                remaining -= len(chunk)
-        except OSError:
-            pass  # the client went away: nothing left to protect
 
     def _write(self, response: Response) -> None:
         payload = b"" if self.command == "HEAD" else response.encode()  # HEAD answers carry no body
@@ -293,8 +285,8 @@ class LocalCyclesServer(BackgroundService["_HTTPServer"]):
         if not self.record_requests:
             return
         try:
-            body = json.loads(request.body) if request.body else None
-        except ValueError:
+            body = decode_json(request.body) if request.body else None
+        except InvalidRequest:
             body = request.body.decode(errors="replace")
         record = RecordedRequest(
             method=request.method,
