@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from grafana.dashboards_src import OUTPUT_DIR, rendered
+from grafana.rules_src.config import TUNABLES
 from tests.conftest import require_binary
 from tests.grafana_support import (
     BUILTIN_SERIES,
@@ -167,6 +168,22 @@ def test_linter_catches_a_broken_panel(breakage: Any, problem: str) -> None:
     )
     breakage(panel, panel["targets"][0])
     assert any(problem in found for found in lint(dashboard))
+
+
+def test_panel_thresholds_are_the_alerts_thresholds() -> None:
+    """Panels colour and describe what the alerts fire on, read from the same config."""
+
+    def steps(dashboard: str, title: str) -> list[float]:
+        panel = next(p for p in panels(DASHBOARDS[dashboard]) if p["title"] == title)
+        return [s["value"] for s in panel["fieldConfig"]["defaults"]["thresholds"]["steps"][1:]]
+
+    utilisation = [TUNABLES.utilisation_warning, TUNABLES.utilisation_critical]
+    assert steps("budgets.json", "Utilisation per scope") == utilisation
+    assert steps("budgets.json", "Utilisation over time") == utilisation
+    assert steps("budgets.json", "Burn rate")[0] == TUNABLES.burn_rate
+    assert steps("budgets.json", "Oldest balance reading")[-1] == TUNABLES.stale_after.total_seconds()
+    assert steps("reservations.json", "Authority latency")[-1] == TUNABLES.authority_p99_seconds
+    assert steps("reservations.json", "Estimate accuracy")[-1] == TUNABLES.estimate_factor
 
 
 def test_linter_catches_a_dashboard_without_variables_or_alerts() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..rules_src.config import TUNABLES as T
+from ..rules_src.wording import number
 from .builder import JSON, dashboard, label_variable, panel, target, targets
 
 ACTION = 'cycles_action_name=~"$model"'
@@ -75,7 +77,7 @@ def build() -> JSON:
             "timeseries",
             "Authority latency",
             "p50, p95 and p99 of Cycles protocol calls by operation. "
-            "CyclesAuthorityLatencyHigh fires when p99 stays above 0.5 s.",
+            f"CyclesAuthorityLatencyHigh fires when p99 stays above {number(T.authority_p99_seconds)} s.",
             "s",
             targets(
                 (_quantile("0.5"), "p50 {{cycles_operation}}"),
@@ -83,7 +85,7 @@ def build() -> JSON:
                 (_quantile("0.99"), "p99 {{cycles_operation}}"),
             ),
             traceql=OPERATION_SPANS,
-            thresholds=(0.25, 0.5),
+            thresholds=(T.authority_p99_seconds / 2, T.authority_p99_seconds),
         ),
         panel(
             "timeseries",
@@ -117,7 +119,8 @@ def build() -> JSON:
             "timeseries",
             "Estimate accuracy",
             "Charged divided by reserved, per unit: above 1 the estimates are "
-            "too low (CyclesEstimatesTooLow at 1.2), well below 1 they hold budget needlessly.",
+            f"too low (CyclesEstimatesTooLow at {number(T.estimate_factor)}), well below 1 they hold "
+            "budget needlessly.",
             "percentunit",
             [
                 target(
@@ -126,7 +129,7 @@ def build() -> JSON:
                     "{{cycles_unit}}",
                 )
             ],
-            thresholds=(1.0, 1.2),
+            thresholds=(1.0, T.estimate_factor),
         ),
         panel(
             "timeseries",
