@@ -13,7 +13,7 @@ SCOPE_LEGEND = "{{cycles_scope}} ({{cycles_unit}})"
 SCOPE_SPANS = '{ name = "cycles.reservation" && span.cycles.scope = "${__field.labels.cycles_scope}" }'
 
 
-def build() -> JSON:
+def build(cycles_admin_url: str) -> JSON:
     utilisation = f"{UTILISATION}{{{SCOPE}}}"
     stale = int(T.stale_after.total_seconds())
     remaining = f"min {BY_SCOPE} (cycles_budget_remaining{{{SCOPE}}})"
@@ -191,4 +191,5 @@ def build() -> JSON:
         "Budget balance per Cycles scope: what is left, how fast it goes, when it runs out.",
         variables,
         panels,
+        cycles_admin_url,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..rules_src.config import TUNABLES as T
 from ..rules_src.wording import number
-from .builder import JSON, dashboard, label_variable, panel, target, targets
+from .builder import JSON, dashboard, label_variable, panel, target, targets, trace_table
 
 ACTION = 'cycles_action_name=~"$model"'
 OPERATION = 'cycles_operation=~"$operation"'
@@ -14,6 +14,11 @@ ACTION_SPANS = (
 )
 OUTCOME_SPANS = '{ name = "cycles.reservation" && span.cycles.outcome = "${__field.labels.cycles_outcome}" }'
 OPERATION_SPANS = '{ name = "cycles.${__field.labels.cycles_operation}" }'
+# No $model filter: Grafana's regex escaping (gpt-4\.1) is not a valid TraceQL string escape.
+RECENT_RESERVATIONS = (
+    '{ name = "cycles.reservation" } '
+    "| select(span.cycles.decision, span.cycles.reason, span.cycles.scope, span.cycles.charged.amount)"
+)
 
 
 def _quantile(q: str) -> str:
@@ -23,7 +28,7 @@ def _quantile(q: str) -> str:
     )
 
 
-def build() -> JSON:
+def build(cycles_admin_url: str) -> JSON:
     panels = [
         panel(
             "timeseries",
@@ -165,6 +170,13 @@ def build() -> JSON:
             ),
             traceql='{ name = "cycles.balances" && status = error }',
         ),
+        trace_table(
+            "Recent reservations",
+            "The latest governed LLM calls (cycles.reservation spans) with their decision, reason, "
+            "scope and charge. A trace id opens the trace in Tempo, or the Cycles authority's events "
+            "and audit entries of that trace in the Cycles admin dashboard.",
+            RECENT_RESERVATIONS,
+        ),
     ]
     variables = [
         label_variable("model", "Model (action)", "cycles_client_reservations_total", "cycles_action_name"),
@@ -176,4 +188,5 @@ def build() -> JSON:
         "Reserve, commit and release of governed calls; the Cycles authority's latency and errors.",
         variables,
         panels,
+        cycles_admin_url,
     )
