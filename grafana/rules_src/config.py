@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from datetime import timedelta
-from urllib.parse import urlsplit
 
 RUNBOOK_URL_ENV = "CYCLES_RUNBOOK_URL"
 # Where the runbook is read when nobody says otherwise: the repository's copy on GitHub, whose
@@ -88,22 +87,3 @@ class Tunables:
 
 
 TUNABLES = Tunables()
-
-
-def checked_base_url(url: str, source: str, example: str) -> str:
-    """``url`` without a trailing ``/`` if links can be built on it, else a ValueError naming ``source``.
-
-    Links built on it are opened from notifications and other sites, so it must be absolute
-    http(s); the generator adds the path, query and anchor, so it carries none of those itself.
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{source} = {url!r}: give an absolute http(s) URL, e.g. {example}")
-    if parts.query or parts.fragment or url.endswith(("?", "#")):
-        raise ValueError(f"{source} = {url!r}: leave out the '?...' and '#...' parts, links add their own")
-    return url.rstrip("/")
-
-
-def checked_runbook_url(url: str, source: str) -> str:
-    """The runbook base URL from ``source``: absolute, and without the anchor each alert adds."""
-    return checked_base_url(url, source, DEFAULT_RUNBOOK_URL)
