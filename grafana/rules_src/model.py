@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
+from .wording import promql
+
 Severity = Literal["critical", "warning", "info"]
 
 # The pieces of Go templates our annotations use: Prometheus fills them in when an alert fires.
@@ -68,10 +70,10 @@ class Alert:
             "runbook_url": self.runbook_url(runbook_base_url),
         }
 
-    def as_data(self, runbook_base_url: str, hold: str | None) -> dict[str, Any]:
+    def as_data(self, runbook_base_url: str) -> dict[str, Any]:
         data: dict[str, Any] = {"alert": self.name, "expr": self.expr}
-        if hold is not None:
-            data["for"] = hold
+        if self.hold:
+            data["for"] = promql(self.hold)
         data["labels"] = {"severity": self.severity}
         data["annotations"] = self.annotations(runbook_base_url)
         return data

@@ -26,9 +26,7 @@ def rule_file_text(file: RuleFile, runbook_base_url: str) -> str:
 
 
 def _data(rule: Rule, runbook_base_url: str) -> dict[str, object]:
-    if isinstance(rule, Record):
-        return rule.as_data()
-    return rule.as_data(runbook_base_url, promql(rule.hold) if rule.hold else None)
+    return rule.as_data() if isinstance(rule, Record) else rule.as_data(runbook_base_url)
 
 
 def _rule_lines(rule: Rule, runbook_base_url: str) -> list[str]:
