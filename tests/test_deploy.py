@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from grafana.dashboards_src.builder import CYCLES_ADMIN_VARIABLE, DEFAULT_CYCLES_ADMIN_URL
 from tests.conftest import require_binary
 from tests.grafana_support import GRAFANA, REPO, alerts, load_yaml, rules
 
@@ -20,6 +22,7 @@ REQUIRED_SERVICES = frozenset(
     [
         "cycles-server",
         "cycles-admin",
+        "cycles-dashboard",
         "redis",
         "otel-collector",
         "tempo",
@@ -166,10 +169,37 @@ def test_grafana_datasources_link_metrics_and_traces() -> None:
         assert host_of(source["url"]) in SERVICES, source["name"]
     prometheus, tempo = by_type["prometheus"], by_type["tempo"]
     destinations = prometheus["jsonData"]["exemplarTraceIdDestinations"]
-    assert {d["datasourceUid"] for d in destinations} == {tempo["uid"]}
+    assert {d["datasourceUid"] for d in destinations if "datasourceUid" in d} == {tempo["uid"]}
     assert tempo["jsonData"]["tracesToMetrics"]["datasourceUid"] == prometheus["uid"]
     for query in tempo["jsonData"]["tracesToMetrics"]["queries"]:
         assert "$$__tags" in query["query"], "Grafana expands $VAR in provisioning: write $$__tags"
+
+
+def test_exemplars_open_their_trace_in_tempo_and_its_cycles_events() -> None:
+    """Panel field config never reaches exemplars: the datasource gives each exemplar trace id both
+    links, the Cycles one on the dashboards' variable (``$$``: Grafana expands ``$VAR`` here)."""
+    prometheus = next(source for source in DATASOURCES if source["type"] == "prometheus")
+    destinations = prometheus["jsonData"]["exemplarTraceIdDestinations"]
+    to_tempo = {d["name"] for d in destinations if d.get("datasourceUid")}
+    to_cycles = {
+        d["name"]
+        for d in destinations
+        if d.get("url") == f"$${{{CYCLES_ADMIN_VARIABLE}:raw}}/events?trace_id=$${{__value.raw}}"
+    }
+    assert to_tempo and to_tempo == to_cycles
+    for path in sorted((GRAFANA / "dashboards").glob("*.json")):
+        names = {variable["name"] for variable in json.loads(path.read_text())["templating"]["list"]}
+        assert CYCLES_ADMIN_VARIABLE in names, f"{path.name}: exemplar links read ${CYCLES_ADMIN_VARIABLE}"
+
+
+def test_cycles_links_default_to_the_cycles_dashboard_of_the_stack() -> None:
+    url = urlsplit(DEFAULT_CYCLES_ADMIN_URL)
+    assert f"{url.hostname}:{url.port}:80" in SERVICES["cycles-dashboard"]["ports"]
+    admin = SERVICES["cycles-dashboard"]["environment"]["ADMIN_UPSTREAM"]
+    assert host_of(admin) == "cycles-admin" and admin.endswith(":7979")
+    for server in ("cycles-server", "cycles-admin"):
+        origins = SERVICES[server]["environment"]["DASHBOARD_CORS_ORIGIN"]
+        assert DEFAULT_CYCLES_ADMIN_URL in origins, f"{server} refuses the dashboard's origin"
 
 
 def test_alertmanager_routes_and_inhibitions_name_real_alerts() -> None:

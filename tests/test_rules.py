@@ -1,16 +1,21 @@
-"""Prometheus rules and alerts in grafana/prometheus: promtool checks and unit tests, house rules, runbook."""
+"""grafana/prometheus rules and alerts: generated, checked and tested by promtool; house rules; runbook."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from grafana.rules_src import GRAFANA_DIR, rendered
+from grafana.rules_src.config import DEFAULT_RUNBOOK_URL, RUNBOOK_URL_ENV, TUNABLES
 from tests.conftest import require_binary
 from tests.grafana_support import (
     GRAFANA,
@@ -28,7 +33,8 @@ from tests.grafana_support import (
 
 SEVERITIES = {"critical", "warning", "info"}
 ALERT_NAME = re.compile(r"Cycles(?:[A-Z][a-z0-9]+)+")
-RUNBOOK_PREFIX = "grafana/runbook.md#"
+RUNBOOK_PREFIX = DEFAULT_RUNBOOK_URL + "#"
+OTHER_RUNBOOK = "https://runbooks.example.org/cycles/runbook.md"
 
 
 def promtool(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -44,6 +50,81 @@ def runbook_anchors() -> set[str]:
 
 def rule_tests() -> list[dict[str, Any]]:
     return [case for path in RULE_TESTS for case in load_yaml(path)["tests"]]
+
+
+def generator(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m grafana.rules_src ARGS`` from the repository root, with ``env`` added to ours."""
+    environment = {k: v for k, v in os.environ.items() if k != RUNBOOK_URL_ENV} | (env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "grafana.rules_src", *args],
+        capture_output=True, text=True, check=False, cwd=GRAFANA.parent, env=environment,
+    )  # fmt: skip
+
+
+def write_generated(root: Path, files: dict[str, str]) -> Path:
+    """``files`` (paths under grafana/) laid out under ``root``/grafana; returns that folder."""
+    for name, text in files.items():
+        path = root / "grafana" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return root / "grafana"
+
+
+def test_committed_files_are_the_generator_output() -> None:
+    for name, text in rendered().items():
+        assert (GRAFANA_DIR / name).read_text(encoding="utf-8") == text, (
+            f"grafana/{name} is stale: python -m grafana.rules_src"
+        )
+    assert {f"prometheus/{p.name}" for p in RULE_FILES} | {f"tests/{p.name}" for p in RULE_TESTS} <= set(
+        rendered()
+    )
+
+
+def test_generator_check_passes_on_the_committed_files() -> None:
+    result = generator("--check")
+    assert result.returncode == 0, result.stderr
+
+
+def test_generator_check_fails_when_the_committed_files_are_stale() -> None:
+    """Another runbook URL, by flag or by environment, makes every rule and test file stale."""
+    for result in (
+        generator("--check", "--runbook-url", OTHER_RUNBOOK),
+        generator("--check", env={RUNBOOK_URL_ENV: OTHER_RUNBOOK}),
+    ):
+        assert result.returncode == 1
+        assert "prometheus/alerts.yaml" in result.stderr and "tests/budget_test.yaml" in result.stderr
+        assert "runbook.md" not in result.stderr.split(";")[0], "the runbook does not depend on its own URL"
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [("grafana/runbook.md", "absolute http(s) URL"), (OTHER_RUNBOOK + "#top", "#...")],
+)
+def test_generator_refuses_a_runbook_url_alertmanager_cannot_open(url: str, problem: str) -> None:
+    result = generator("--check", "--runbook-url", url)
+    assert result.returncode == 2
+    assert "--runbook-url" in result.stderr and problem in result.stderr
+    result = generator("--check", env={RUNBOOK_URL_ENV: url})
+    assert result.returncode == 2 and RUNBOOK_URL_ENV in result.stderr
+
+
+def test_the_runbook_url_is_written_once(tmp_path: Path) -> None:
+    """Rules and their tests generated for another runbook URL agree with each other (promtool passes)."""
+    folder = write_generated(tmp_path, rendered(OTHER_RUNBOOK))
+    result = promtool("test", "rules", *sorted((folder / "tests").glob("*.yaml")))
+    assert result.returncode == 0, result.stdout + result.stderr
+    urls = re.findall(r"runbook_url: (\S+)", "".join(p.read_text() for p in folder.rglob("*.yaml")))
+    assert urls and all(url.startswith(OTHER_RUNBOOK + "#") for url in urls)
+
+
+def test_promtool_tests_fail_when_a_threshold_moves_without_its_test_data(tmp_path: Path) -> None:
+    """The tests read holds and annotations from the config, but their data crosses thresholds where it
+    says it does: a threshold changed alone makes ``promtool test rules`` fail."""
+    moved = dataclasses.replace(TUNABLES, utilisation_warning=0.7)
+    folder = write_generated(tmp_path, rendered(tunables=moved))
+    result = promtool("test", "rules", folder / "tests" / "budget_test.yaml")
+    assert result.returncode == 1
+    assert "CyclesBudgetNearlyExhausted" in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("path", RULE_FILES, ids=lambda p: p.name)
@@ -91,6 +172,20 @@ def test_alert_follows_the_house_rules(alert: dict[str, Any]) -> None:
     url = annotations["runbook_url"]
     assert url == RUNBOOK_PREFIX + alert["alert"].lower(), "runbook_url points at the alert's own section"
     assert url.removeprefix(RUNBOOK_PREFIX) in runbook_anchors(), f"{RUNBOOK.name} has no section for {url}"
+    assert url.startswith("https://"), "an absolute URL, so a notification's link opens"
+
+
+def test_runbook_generation_refuses_a_template_that_leaves_a_tunable_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runbook quotes every threshold, window and hold from the config, never a copy of its own."""
+    from grafana.rules_src import runbook
+
+    template = tmp_path / "runbook.template.md"
+    template.write_text(runbook.TEMPLATE.read_text(encoding="utf-8").replace("${stale_for}", "5 minutes"))
+    monkeypatch.setattr(runbook, "TEMPLATE", template)
+    with pytest.raises(ValueError, match="stale_for"):
+        rendered()
 
 
 def test_runbook_has_no_section_without_an_alert() -> None:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from . import agents, budgets, reservations
-from .builder import JSON
+from .builder import DEFAULT_CYCLES_ADMIN_URL, JSON
 
 OUTPUT_DIR = Path(__file__).resolve().parents[1] / "dashboards"
 BUILDERS = {
@@ -21,6 +21,6 @@ def render(dashboard: JSON) -> str:
     return json.dumps(dashboard, indent=2, ensure_ascii=False) + "\n"
 
 
-def rendered() -> dict[str, str]:
-    """File name -> JSON text of every dashboard."""
-    return {name: render(build()) for name, build in BUILDERS.items()}
+def rendered(cycles_admin_url: str = DEFAULT_CYCLES_ADMIN_URL) -> dict[str, str]:
+    """File name -> JSON text of every dashboard, ``cycles_admin_url`` the default of its variable."""
+    return {name: render(build(cycles_admin_url)) for name, build in BUILDERS.items()}

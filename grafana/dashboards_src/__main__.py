@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from ..generator_cli import run
 from . import OUTPUT_DIR, rendered
+from .builder import CYCLES_ADMIN_URL_ENV, DEFAULT_CYCLES_ADMIN_URL
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m grafana.dashboards_src", description=__doc__)
-    parser.add_argument("--check", action="store_true", help="only compare, exit 1 on a difference")
-    args = parser.parse_args(argv)
-    stale = []
-    for name, text in rendered().items():
-        path = OUTPUT_DIR / name
-        if path.exists() and path.read_text(encoding="utf-8") == text:
-            continue
-        stale.append(name)
-        if not args.check:
-            path.write_text(text, encoding="utf-8")
-    if args.check and stale:
-        print(f"out of date: {', '.join(stale)}; run python -m grafana.dashboards_src", file=sys.stderr)
-        return 1
-    return 0
+    return run(
+        "python -m grafana.dashboards_src",
+        __doc__,
+        url_flag="--cycles-admin-url",
+        url_env=CYCLES_ADMIN_URL_ENV,
+        default_url=DEFAULT_CYCLES_ADMIN_URL,
+        url_help="default of the dashboards' cycles_admin_url variable: the Cycles admin dashboard "
+        "that trace links open",
+        render=rendered,
+        folder=OUTPUT_DIR,
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ def _latency(q: str) -> str:
     )
 
 
-def build() -> JSON:
+def build(cycles_admin_url: str) -> JSON:
     panels = [
         panel(
             "timeseries",
@@ -149,4 +149,5 @@ def build() -> JSON:
         "What each AutoGen agent and each model costs, how many tokens they use and how long calls take.",
         variables,
         panels,
+        cycles_admin_url,
     )

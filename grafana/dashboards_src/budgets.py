@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from ..rules_src.config import TUNABLES as T
+from ..rules_src.rules import LONG_WINDOW, SHORT_WINDOW, UTILISATION, burn_rate
+from ..rules_src.wording import number, percent, promql, seconds, words
 from .builder import JSON, dashboard, label_variable, panel, target, targets
 
 SCOPE = 'cycles_scope=~"$scope", cycles_unit=~"$unit"'
@@ -10,16 +13,18 @@ SCOPE_LEGEND = "{{cycles_scope}} ({{cycles_unit}})"
 SCOPE_SPANS = '{ name = "cycles.reservation" && span.cycles.scope = "${__field.labels.cycles_scope}" }'
 
 
-def build() -> JSON:
-    utilisation = f"cycles_scope_unit:cycles_budget_utilisation:ratio{{{SCOPE}}}"
+def build(cycles_admin_url: str) -> JSON:
+    utilisation = f"{UTILISATION}{{{SCOPE}}}"
+    stale = int(T.stale_after.total_seconds())
     remaining = f"min {BY_SCOPE} (cycles_budget_remaining{{{SCOPE}}})"
     panels = [
         panel(
             "stat",
-            "Scopes over 80 %",
-            "Scopes whose utilisation is at or above the 80 % warning threshold.",
+            f"Scopes over {percent(T.utilisation_warning)}",
+            f"Scopes whose utilisation is at or above the {percent(T.utilisation_warning)} warning "
+            "threshold.",
             "none",
-            [target(f"count({utilisation} >= 0.8) or vector(0)", instant=True)],
+            [target(f"count({utilisation} >= {number(T.utilisation_warning)}) or vector(0)", instant=True)],
             width=6,
             height=4,
             thresholds=(1, 1),
@@ -61,7 +66,7 @@ def build() -> JSON:
             "stat",
             "Oldest balance reading",
             "Age of the oldest balance among the selected scopes; budget alerts "
-            "are blind for a scope whose data is stale (alert after 600 s).",
+            f"are blind for a scope whose data is stale (alert after {seconds(T.stale_after)} s).",
             "s",
             [
                 target(
@@ -72,17 +77,17 @@ def build() -> JSON:
             ],
             width=6,
             height=4,
-            thresholds=(300, 600),
+            thresholds=(stale // 2, stale),
         ),
         panel(
             "bargauge",
             "Utilisation per scope",
             "(allocated - remaining) / allocated: spent, reserved and debt. "
-            "Warning at 80 %, critical at 95 %.",
+            f"Warning at {percent(T.utilisation_warning)}, critical at {percent(T.utilisation_critical)}.",
             "percentunit",
             [target(utilisation, SCOPE_LEGEND, instant=True)],
             traceql=SCOPE_SPANS,
-            thresholds=(0.8, 0.95),
+            thresholds=(T.utilisation_warning, T.utilisation_critical),
             options={
                 "displayMode": "gradient",
                 "orientation": "horizontal",
@@ -105,17 +110,19 @@ def build() -> JSON:
             "percentunit",
             [target(utilisation, SCOPE_LEGEND)],
             traceql=SCOPE_SPANS,
-            thresholds=(0.8, 0.95),
+            thresholds=(T.utilisation_warning, T.utilisation_critical),
         ),
         panel(
             "timeseries",
             "Forecast time to exhaustion",
             "Remaining divided by the rate it fell at over the last "
-            "6 hours (the window CyclesBudgetExhaustionPredicted uses). No line: the scope is not draining.",
+            f"{words(T.forecast_window)} (the window CyclesBudgetExhaustionPredicted uses). "
+            "No line: the scope is not draining.",
             "s",
             [
                 target(
-                    f"{remaining} / (-min {BY_SCOPE} (deriv(cycles_budget_remaining{{{SCOPE}}}[6h])) > 0)",
+                    f"{remaining} / (-min {BY_SCOPE} "
+                    f"(deriv(cycles_budget_remaining{{{SCOPE}}}[{promql(T.forecast_window)}])) > 0)",
                     SCOPE_LEGEND,
                 )
             ],
@@ -124,15 +131,17 @@ def build() -> JSON:
         panel(
             "timeseries",
             "Burn rate",
-            "Share of the allocation spent per hour, over 5 minutes and over 1 hour. "
-            "CyclesBudgetBurnRateHigh fires when both exceed 10 %.",
+            f"Share of the allocation spent per hour, over {words(SHORT_WINDOW)} and over "
+            f"{words(LONG_WINDOW)}. CyclesBudgetBurnRateHigh fires when both exceed {percent(T.burn_rate)}.",
             "percentunit",
             targets(
-                (f"cycles_scope_unit:cycles_budget_burn:ratio_rate5m{{{SCOPE}}}", SCOPE_LEGEND + " 5m"),
-                (f"cycles_scope_unit:cycles_budget_burn:ratio_rate1h{{{SCOPE}}}", SCOPE_LEGEND + " 1h"),
+                *(
+                    (f"{burn_rate(window)}{{{SCOPE}}}", f"{SCOPE_LEGEND} {promql(window)}")
+                    for window in (SHORT_WINDOW, LONG_WINDOW)
+                )
             ),
             traceql=SCOPE_SPANS,
-            thresholds=(0.1, 0.25),
+            thresholds=(T.burn_rate, 2.5 * T.burn_rate),  # red: the alert's rate 2.5 times over
         ),
         panel(
             "timeseries",
@@ -182,4 +191,5 @@ def build() -> JSON:
         "Budget balance per Cycles scope: what is left, how fast it goes, when it runs out.",
         variables,
         panels,
+        cycles_admin_url,
     )

@@ -10,6 +10,14 @@ JSON = dict[str, Any]
 
 PROMETHEUS: JSON = {"type": "prometheus", "uid": "${datasource}"}
 TEMPO_VARIABLE = "tempo"
+TEMPO: JSON = {"type": "tempo", "uid": f"${{{TEMPO_VARIABLE}}}"}
+# The Cycles admin dashboard (a Vue app of its own) lists the authority's events and audit entries
+# of one W3C trace at <base>/events?trace_id=<trace id>; the base is a dashboard variable.
+CYCLES_ADMIN_VARIABLE = "cycles_admin_url"
+CYCLES_ADMIN_URL_ENV = "CYCLES_ADMIN_URL"
+DEFAULT_CYCLES_ADMIN_URL = "http://127.0.0.1:8080"  # where deploy/docker-compose.yaml publishes it
+# Grafana's Tempo search results name the trace id column so (display name of field traceID).
+TRACE_ID_FIELD = "Trace ID"
 # Every governed LLM call is one of these spans; panels narrow it by the series' labels.
 RESERVATION_SPANS = '{ name = "cycles.reservation" }'
 GRID_WIDTH = 24
@@ -33,23 +41,26 @@ def targets(*queries: tuple[str, str]) -> list[JSON]:
     return [target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(queries)]
 
 
-def trace_link(traceql: str) -> JSON:
-    """A data link opening Tempo in Explore with ``traceql`` over the panel's time range."""
+def trace_link(traceql: str, title: str = "Traces of these calls") -> JSON:
+    """A data link opening Tempo in Explore with ``traceql`` (or a trace id) over the panel's time range."""
     pane = {
         "datasource": f"${{{TEMPO_VARIABLE}}}",
-        "queries": [
-            {
-                "refId": "A",
-                "datasource": {"type": "tempo", "uid": f"${{{TEMPO_VARIABLE}}}"},
-                "queryType": "traceql",
-                "query": traceql,
-            }
-        ],
+        "queries": [{"refId": "A", "datasource": TEMPO, "queryType": "traceql", "query": traceql}],
         "range": {"from": "${__from}", "to": "${__to}"},
     }
     # Keep ${...} unescaped: Grafana interpolates them before the browser decodes the URL.
     panes = urllib.parse.quote(json.dumps({"traces": pane}, separators=(",", ":")), safe="${}:,")
-    return {"title": "Traces of these calls", "url": f"/explore?schemaVersion=1&panes={panes}"}
+    return {"title": title, "url": f"/explore?schemaVersion=1&panes={panes}"}
+
+
+def cycles_events_link(trace_id: str) -> JSON:
+    """A data link to the Cycles admin dashboard's events of one trace (``trace_id``: a link variable)."""
+    # :raw keeps the base URL's "://" intact whatever escaping Grafana applies to the link.
+    return {
+        "title": "Cycles events of this trace",
+        "url": f"${{{CYCLES_ADMIN_VARIABLE}:raw}}/events?trace_id={trace_id}",
+        "targetBlank": True,
+    }
 
 
 def panel(
@@ -88,6 +99,43 @@ def panel(
     }
 
 
+def trace_table(title: str, description: str, traceql: str, *, width: int = 24, height: int = 8) -> JSON:
+    """A Tempo panel listing the traces ``traceql`` finds, newest first.
+
+    Each trace id opens the trace in Tempo and the Cycles events of the same trace. The links
+    replace the ones Tempo puts on that column, so both are given here.
+    """
+    trace_id = "${__value.raw}"
+    links = [trace_link(trace_id, "This trace in Tempo"), cycles_events_link(trace_id)]
+    return {
+        "type": "table",
+        "title": title,
+        "description": description,
+        "datasource": TEMPO,
+        "targets": [
+            {
+                "refId": "A",
+                "datasource": TEMPO,
+                "queryType": "traceql",
+                "query": traceql,
+                "tableType": "traces",
+                "limit": 20,
+            }
+        ],
+        "gridPos": {"h": height, "w": width, "x": 0, "y": 0},
+        "fieldConfig": {
+            "defaults": {},
+            "overrides": [
+                {
+                    "matcher": {"id": "byName", "options": TRACE_ID_FIELD},
+                    "properties": [{"id": "links", "value": links}],
+                }
+            ],
+        },
+        "options": {"showHeader": True, "sortBy": [{"displayName": "Start time", "desc": True}]},
+    }
+
+
 def _default_options(kind: str) -> JSON:
     if kind == "timeseries":
         return {
@@ -104,6 +152,20 @@ def _default_options(kind: str) -> JSON:
 
 def datasource_variable(name: str, plugin: str, label: str) -> JSON:
     return {"type": "datasource", "name": name, "label": label, "query": plugin, "current": {}, "hide": 0}
+
+
+def cycles_admin_variable(url: str) -> JSON:
+    """The base URL of the Cycles admin dashboard, a textbox a viewer can change (``url`` by default)."""
+    return {
+        "type": "textbox",
+        "name": CYCLES_ADMIN_VARIABLE,
+        "label": "Cycles admin",
+        "description": "Base URL of the Cycles admin dashboard: trace links open <this>/events?trace_id=...",
+        "query": url,
+        "current": {"selected": False, "text": url, "value": url},
+        "options": [{"selected": True, "text": url, "value": url}],
+        "hide": 0,
+    }
 
 
 def label_variable(name: str, label: str, metric: str, label_name: str) -> JSON:
@@ -139,8 +201,14 @@ ALERT_ANNOTATION: JSON = {
 }
 
 
-def dashboard(uid: str, title: str, description: str, variables: list[JSON], panels: list[JSON]) -> JSON:
-    """The dashboard: panels get ids and flow left to right, top to bottom."""
+def dashboard(
+    uid: str, title: str, description: str, variables: list[JSON], panels: list[JSON], cycles_admin_url: str
+) -> JSON:
+    """The dashboard: panels get ids and flow left to right, top to bottom.
+
+    ``cycles_admin_url`` is the default of the ``cycles_admin_url`` variable, which the trace
+    tables' links and the Prometheus datasource's exemplar links (deploy/grafana) read.
+    """
     x = y = row_height = 0
     placed = []
     for number, item in enumerate(panels, start=1):
@@ -178,6 +246,7 @@ def dashboard(uid: str, title: str, description: str, variables: list[JSON], pan
                 datasource_variable("datasource", "prometheus", "Prometheus"),
                 datasource_variable(TEMPO_VARIABLE, "tempo", "Tempo"),
                 *variables,
+                cycles_admin_variable(cycles_admin_url),
             ]
         },
         "panels": placed,

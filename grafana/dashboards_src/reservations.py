@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .builder import JSON, dashboard, label_variable, panel, target, targets
+from ..rules_src.config import TUNABLES as T
+from ..rules_src.wording import number
+from .builder import JSON, dashboard, label_variable, panel, target, targets, trace_table
 
 ACTION = 'cycles_action_name=~"$model"'
 OPERATION = 'cycles_operation=~"$operation"'
@@ -12,6 +14,11 @@ ACTION_SPANS = (
 )
 OUTCOME_SPANS = '{ name = "cycles.reservation" && span.cycles.outcome = "${__field.labels.cycles_outcome}" }'
 OPERATION_SPANS = '{ name = "cycles.${__field.labels.cycles_operation}" }'
+# No $model filter: Grafana's regex escaping (gpt-4\.1) is not a valid TraceQL string escape.
+RECENT_RESERVATIONS = (
+    '{ name = "cycles.reservation" } '
+    "| select(span.cycles.decision, span.cycles.reason, span.cycles.scope, span.cycles.charged.amount)"
+)
 
 
 def _quantile(q: str) -> str:
@@ -21,7 +28,7 @@ def _quantile(q: str) -> str:
     )
 
 
-def build() -> JSON:
+def build(cycles_admin_url: str) -> JSON:
     panels = [
         panel(
             "timeseries",
@@ -75,7 +82,7 @@ def build() -> JSON:
             "timeseries",
             "Authority latency",
             "p50, p95 and p99 of Cycles protocol calls by operation. "
-            "CyclesAuthorityLatencyHigh fires when p99 stays above 0.5 s.",
+            f"CyclesAuthorityLatencyHigh fires when p99 stays above {number(T.authority_p99_seconds)} s.",
             "s",
             targets(
                 (_quantile("0.5"), "p50 {{cycles_operation}}"),
@@ -83,7 +90,7 @@ def build() -> JSON:
                 (_quantile("0.99"), "p99 {{cycles_operation}}"),
             ),
             traceql=OPERATION_SPANS,
-            thresholds=(0.25, 0.5),
+            thresholds=(T.authority_p99_seconds / 2, T.authority_p99_seconds),
         ),
         panel(
             "timeseries",
@@ -117,7 +124,8 @@ def build() -> JSON:
             "timeseries",
             "Estimate accuracy",
             "Charged divided by reserved, per unit: above 1 the estimates are "
-            "too low (CyclesEstimatesTooLow at 1.2), well below 1 they hold budget needlessly.",
+            f"too low (CyclesEstimatesTooLow at {number(T.estimate_factor)}), well below 1 they hold "
+            "budget needlessly.",
             "percentunit",
             [
                 target(
@@ -126,7 +134,7 @@ def build() -> JSON:
                     "{{cycles_unit}}",
                 )
             ],
-            thresholds=(1.0, 1.2),
+            thresholds=(1.0, T.estimate_factor),
         ),
         panel(
             "timeseries",
@@ -162,6 +170,13 @@ def build() -> JSON:
             ),
             traceql='{ name = "cycles.balances" && status = error }',
         ),
+        trace_table(
+            "Recent reservations",
+            "The latest governed LLM calls (cycles.reservation spans) with their decision, reason, "
+            "scope and charge. A trace id opens the trace in Tempo, or the Cycles authority's events "
+            "and audit entries of that trace in the Cycles admin dashboard.",
+            RECENT_RESERVATIONS,
+        ),
     ]
     variables = [
         label_variable("model", "Model (action)", "cycles_client_reservations_total", "cycles_action_name"),
@@ -173,4 +188,5 @@ def build() -> JSON:
         "Reserve, commit and release of governed calls; the Cycles authority's latency and errors.",
         variables,
         panels,
+        cycles_admin_url,
     )

@@ -1,0 +1,1 @@
+"""The promtool test cases of grafana/tests/, one module per test file."""
