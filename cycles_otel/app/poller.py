@@ -118,8 +118,10 @@ class BalancePoller:
     Each poll lists every balance of every subject (following ``next_cursor``), records it,
     and forgets scopes of those subjects the authority no longer lists. When polls fail it
     backs off exponentially (up to ``max_backoff``, at least any ``Retry-After``), counts
-    ``cycles.exporter.poll_errors`` and never raises; gauges older than ``stale_after``
-    (default ``3 * interval``) disappear while their updated timestamp stays.
+    ``cycles.exporter.poll_errors`` and never raises; what it records goes stale after
+    ``stale_after`` seconds (default ``3 * interval``): the gauges disappear while their updated
+    timestamp stays. Staleness belongs to the readings, so pollers of different intervals on one
+    meter provider each judge only their own.
 
     Run it with ``async with poller:`` or ``start()``/``stop()`` (a task in the running loop for
     an ``AsyncCyclesClient``, a daemon thread for a ``CyclesClient``), or call
@@ -145,7 +147,6 @@ class BalancePoller:
         self.stale_after = _positive("stale_after", 3 * self.interval if stale_after is None else stale_after)
         self.max_backoff = max(_positive("max_backoff", max_backoff), self.interval)
         self._instruments = get_instruments(meter_provider)
-        self._instruments.board.stale_after = self.stale_after
         self.failures = 0  # consecutive polls with at least one error
         self.last_error: PollError | None = None
         self._retry_after: float | None = None
@@ -168,7 +169,7 @@ class BalancePoller:
                     break
                 assert response.body is not None
                 balances = [b for b in response.body["balances"] if isinstance(b, Mapping)]
-                recorded += self._instruments.board.update_from_balances(balances)
+                recorded += self._instruments.board.update_from_balances(balances, self.stale_after)
                 seen |= {str(b.get("scope_path") or b.get("scope")) for b in balances}
                 cursor = response.body.get("next_cursor")
                 if not response.body.get("has_more") or not isinstance(cursor, str) or not cursor:
