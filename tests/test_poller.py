@@ -134,16 +134,22 @@ def test_two_pollers_on_one_provider_each_keep_their_own_staleness(
     assert set(gauges(telemetry, "updated_timestamp")) == {*SCOPES, "tenant:beta"}
 
 
-def test_retry_after_sets_the_floor_of_the_next_delay(telemetry: TelemetryCapture) -> None:
+@pytest.mark.parametrize(
+    ("retry_after", "delay"),
+    [("42", 42.0), ("99999999999", 300.0)],  # the second: past what a timer can wait, capped at max_backoff
+)
+def test_retry_after_sets_the_floor_of_the_next_delay_up_to_the_cap(
+    telemetry: TelemetryCapture, retry_after: str, delay: float
+) -> None:
     class RateLimited:
         def get_balances(self, **query: str) -> CyclesResponse:
             return CyclesResponse.http_error(
-                429, "slow down", {"error": "LIMIT_EXCEEDED"}, {"retry-after": "42"}
+                429, "slow down", {"error": "LIMIT_EXCEEDED"}, {"retry-after": retry_after}
             )
 
-    poller = new_poller(RateLimited(), telemetry, interval=1.0)
+    poller = new_poller(RateLimited(), telemetry, interval=1.0, max_backoff=300.0)
     assert poller.poll_once_sync() == 0
-    assert poller.next_delay() == 42.0
+    assert poller.next_delay() == delay
     assert telemetry.value("cycles.exporter.poll_errors", error__type="429") == 1
 
 
@@ -198,7 +204,10 @@ async def test_a_task_polls_for_an_async_client(
         ([{"tenant": ""}], {}, "tenant"),
         ([{"team": "x"}], {}, "team"),
         ([{"tenant": "acme"}], {"interval": 0}, "interval"),
+        ([{"tenant": "acme"}], {"interval": float("inf")}, "interval"),
         ([{"tenant": "acme"}], {"stale_after": -1}, "stale_after"),
+        ([{"tenant": "acme"}], {"stale_after": float("nan")}, "stale_after"),
+        ([{"tenant": "acme"}], {"max_backoff": float("inf")}, "max_backoff"),
     ],
 )
 def test_bad_arguments_name_the_parameter(
