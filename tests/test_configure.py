@@ -195,6 +195,24 @@ def test_a_connection_kept_open_is_closed_after_its_answer(capfd: pytest.Capture
     assert capfd.readouterr().err == ""
 
 
+class FailingCollector:
+    def collect(self) -> Iterable[Metric]:
+        raise RuntimeError("collector down")
+
+
+def test_a_registry_that_fails_to_render_answers_500_and_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    registry = CollectorRegistry()
+    registry.register(FailingCollector())
+    server = MetricsServer(registry, "127.0.0.1", 0)
+    try:
+        answer = httpx.get(server.url, timeout=5)
+    finally:
+        server.close()
+    assert (answer.status_code, answer.text) == (500, "metrics collection failed\n")
+    (record,) = [r for r in caplog.records if r.getMessage() == "rendering /metrics failed"]
+    assert record.exc_info is not None and "collector down" in str(record.exc_info[1])
+
+
 def test_the_port_can_come_from_the_environment_and_is_freed_by_shutdown(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
