@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -18,7 +18,11 @@ BALANCE_FIELDS = ("remaining", "allocated", "reserved", "spent", "debt")
 
 @dataclass(frozen=True)
 class BalanceReading:
-    """One scope's balance; ``None`` means unknown, and its gauge is then absent."""
+    """One scope's balance; ``None`` means unknown, and its gauge is then absent.
+
+    ``max_age`` is how many seconds the reading stays fresh, as its source promises (a poller:
+    its ``stale_after``); ``None`` makes no promise of its own (see :meth:`BalanceBoard.update`).
+    """
 
     scope: str
     unit: str
@@ -29,13 +33,16 @@ class BalanceReading:
     debt: int | None = None
     over_limit: bool | None = None
     updated_at: float = 0.0
+    max_age: float | None = None
 
 
 def _amount(value: Any) -> int | None:
     return whole(value.get("amount") if isinstance(value, Mapping) else value)
 
 
-def reading_from_balance(balance: Mapping[str, Any], now: float | None = None) -> BalanceReading | None:
+def reading_from_balance(
+    balance: Mapping[str, Any], now: float | None = None, max_age: float | None = None
+) -> BalanceReading | None:
     """Build a reading from a protocol ``Balance`` object (a JSON mapping); ``None`` if unusable."""
     scope = balance.get("scope_path") or balance.get("scope")
     remaining = balance.get("remaining")
@@ -55,6 +62,7 @@ def reading_from_balance(balance: Mapping[str, Any], now: float | None = None) -
         # "Defaults to false when absent" (Balance.is_over_limit).
         over_limit=over if isinstance(over, bool) else False,
         updated_at=time.time() if now is None else now,
+        max_age=max_age,
     )
 
 
@@ -73,11 +81,12 @@ def _any_over(values: list[bool | None]) -> bool | None:
 class BalanceBoard:
     """Thread-safe store of the latest :class:`BalanceReading` per (scope, unit).
 
-    Gauges show only what is known and fresh: with :attr:`stale_after` set (the balance poller
-    sets it), a reading older than that many seconds loses its amount and over-limit series,
-    while ``cycles_budget_updated_timestamp_seconds`` keeps saying when it was last seen, so an
-    alert can tell stale data from an empty budget. A reading disappears entirely when
-    :meth:`forget` drops it (its scope no longer exists).
+    Gauges show only what is known and fresh: a reading older than its ``max_age`` loses its
+    amount and over-limit series, while ``cycles_budget_updated_timestamp_seconds`` keeps saying
+    when it was last seen, so an alert can tell stale data from an empty budget. Each reading
+    carries its own ``max_age``, so sources that refresh at different rates (two pollers, say)
+    never judge each other's readings. A reading disappears entirely when :meth:`forget` drops it
+    (its scope no longer exists).
 
     Scopes the cardinality guard collapses to ``other`` share one series per label set:
     amounts are summed (absent if any part is unknown or stale), ``over_limit`` is 1 if any
@@ -95,20 +104,32 @@ class BalanceBoard:
         self._lock = threading.Lock()
         self._scope_label = scope_label or (lambda scope: scope)
         self._clock = clock
-        self.stale_after: float | None = None
 
     def update(self, reading: BalanceReading) -> None:
+        """Keep ``reading`` unless a newer one of its scope and unit is held.
+
+        A reading without a ``max_age`` (a protocol answer's) takes that of the reading it
+        replaces: whoever watches the scope keeps judging its freshness, and a scope no one
+        watches is never stale.
+        """
         key = (reading.scope, reading.unit)
         with self._lock:
             current = self._readings.get(key)
             if current is None or reading.updated_at >= current.updated_at:
+                if reading.max_age is None and current is not None and current.max_age is not None:
+                    reading = replace(reading, max_age=current.max_age)
                 self._readings[key] = reading
 
-    def update_from_balances(self, balances: Iterable[Mapping[str, Any]]) -> int:
-        """Record every usable balance; returns how many were recorded."""
+    def update_from_balances(
+        self, balances: Iterable[Mapping[str, Any]], max_age: float | None = None
+    ) -> int:
+        """Record every usable balance, fresh for ``max_age`` seconds; returns how many were recorded."""
         count = 0
         for balance in balances:
-            if isinstance(balance, Mapping) and (reading := reading_from_balance(balance)) is not None:
+            if (
+                isinstance(balance, Mapping)
+                and (reading := reading_from_balance(balance, max_age=max_age)) is not None
+            ):
                 self.update(reading)
                 count += 1
         return count
@@ -134,12 +155,11 @@ class BalanceBoard:
     def _groups(self) -> Iterator[tuple[str, str, list[BalanceReading], list[BalanceReading]]]:
         """(scope label, unit, every reading, fresh readings) per exported label set."""
         now = self._clock()
-        stale_after = self.stale_after
         groups: dict[tuple[str, str], list[BalanceReading]] = {}
         for reading in self.snapshot():
             groups.setdefault((self._label(reading.scope), reading.unit), []).append(reading)
         for (label, unit), readings in groups.items():
-            fresh = [r for r in readings if stale_after is None or now - r.updated_at <= stale_after]
+            fresh = [r for r in readings if r.max_age is None or now - r.updated_at <= r.max_age]
             yield label, unit, readings, fresh
 
     def register_gauges(self, meter: Meter) -> None:

@@ -36,7 +36,11 @@ METER_NAME: Final = "cycles_otel"
 
 
 class Instruments:
-    """The instruments of one meter; the budget gauges read ``board``."""
+    """The instruments of one meter; the budget gauges read ``board``, every label passes ``guard``.
+
+    The guard is fixed here: the board's gauges are registered once per meter (the SDK ignores a
+    second registration), so every caller on one provider must see the same labels.
+    """
 
     def __init__(self, meter: Meter, guard: CardinalityGuard | None = None) -> None:
         self.label_overflow = meter.create_counter(
@@ -44,8 +48,10 @@ class Instruments:
             "{value}",
             "Label values collapsed to 'other' by the cardinality guard, by label key.",
         )
-        self.guard = guard or CardinalityGuard.from_env()
-        self.board = BalanceBoard(lambda scope: self.guard.bound(LABEL_SCOPE, scope))
+        self._guard = guard or CardinalityGuard.from_env()
+        # Every collapse is counted once, whoever asked the guard.
+        self._guard.on_overflow = self._count_overflow
+        self.board = BalanceBoard(lambda scope: self._guard.bound(LABEL_SCOPE, scope))
         self.reservations = meter.create_counter(
             "cycles.client.reservations", "{reservation}", "Reservation decisions, by decision and reason."
         )
@@ -97,13 +103,8 @@ class Instruments:
 
     @property
     def guard(self) -> CardinalityGuard:
+        """The cardinality guard every label of these instruments passes; fixed at creation."""
         return self._guard
-
-    @guard.setter
-    def guard(self, guard: CardinalityGuard) -> None:
-        # Every collapse is counted once, whoever asked the guard.
-        guard.on_overflow = self._count_overflow
-        self._guard = guard
 
     def _observe_active(self, _: CallbackOptions) -> Iterable[Observation]:
         yield Observation(self.active.count())
@@ -119,13 +120,23 @@ _cache_lock = threading.Lock()
 def get_instruments(
     meter_provider: MeterProvider | None = None, guard: CardinalityGuard | None = None
 ) -> Instruments:
-    """The one :class:`Instruments` of ``meter_provider`` (default: the global provider)."""
+    """The one :class:`Instruments` of ``meter_provider`` (default: the global provider).
+
+    The first call for a provider fixes its cardinality guard (``guard``, or one from the
+    environment); later calls pass no guard, or that same one. A different guard raises
+    ``ValueError``: swapping it would silently change the labels of every other user of the provider.
+    """
     provider = meter_provider or metrics.get_meter_provider()
     with _cache_lock:
         found = _cache.get(provider)
         if found is None:
             meter = provider.get_meter(METER_NAME, __version__, schema_url=SCHEMA_URL)
             found = _cache[provider] = Instruments(meter, guard)
-        elif guard is not None:
-            found.guard = guard
+        elif guard is not None and guard is not found.guard:
+            raise ValueError(
+                f"guard: this meter provider's instruments already have another cardinality guard "
+                f"(limit {found.guard.limit}), fixed when they were first made by configure_telemetry() or "
+                "the first get_instruments() call: pass no guard to use that one, pass yours to the "
+                "first call, or give it a MeterProvider of its own"
+            )
         return found

@@ -235,7 +235,19 @@ CASES: dict[str, BadInput] = {
         exporter.UsageError,
     ),
     "exporter-interval-negative": BadInput(
-        exporter_flags("--interval", "-1"), "--interval", "positive", exporter.UsageError
+        exporter_flags("--interval", "-1"), "--interval", "at least 1", exporter.UsageError
+    ),
+    "exporter-interval-infinite": BadInput(
+        exporter_flags("--interval", "inf"), "--interval", "finite", exporter.UsageError
+    ),
+    "exporter-interval-below-a-second": BadInput(
+        exporter_flags("--interval", "1e-9"), "--interval", "at least 1", exporter.UsageError
+    ),
+    "exporter-stale-after-below-the-interval": BadInput(
+        exporter_flags("--interval", "10", "--stale-after", "5"),
+        "--stale-after",
+        "at least --interval",
+        exporter.UsageError,
     ),
     "client-absurd-estimate": BadInput(
         governed_call(estimate_amount=10**30), "estimate_amount", "9223372036854775807"

@@ -128,12 +128,13 @@ def test_values_are_in_each_scope_own_unit(readers: Readers) -> None:
 def test_stale_values_drop_out_but_the_timestamp_stays(readers: Readers) -> None:
     seen_long_ago = time.time() - 600
     readers.board.update(
-        BalanceReading("tenant:old", UNIT, remaining=5, spent=1, over_limit=False, updated_at=seen_long_ago)
+        BalanceReading(
+            "tenant:old", UNIT, remaining=5, spent=1, over_limit=False, updated_at=seen_long_ago, max_age=60
+        )
     )
     readers.board.update(
-        BalanceReading("tenant:new", UNIT, remaining=9, over_limit=True, updated_at=time.time())
+        BalanceReading("tenant:new", UNIT, remaining=9, over_limit=True, updated_at=time.time(), max_age=60)
     )
-    readers.board.stale_after = 60
     series = readers.prometheus_series()
     assert {(name, dict(labels)["cycles_scope"]) for name, labels in series} == {
         ("cycles_budget_remaining", "tenant:new"),
@@ -144,8 +145,27 @@ def test_stale_values_drop_out_but_the_timestamp_stays(readers: Readers) -> None
     assert series[
         ("cycles_budget_updated_timestamp_seconds", scope_labels("tenant:old", None))
     ] == pytest.approx(seen_long_ago)
-    readers.board.stale_after = None
-    assert ("cycles_budget_remaining", scope_labels("tenant:old")) in readers.prometheus_series()
+    readers.board.update(BalanceReading("tenant:old", UNIT, remaining=4, updated_at=time.time(), max_age=60))
+    assert readers.prometheus_series()[("cycles_budget_remaining", scope_labels("tenant:old"))] == 4
+
+
+def test_a_reading_without_a_max_age_keeps_the_one_of_the_reading_it_replaces(readers: Readers) -> None:
+    now = time.time()
+    # A protocol answer for a scope no poller watches: no freshness promised, none withdrawn.
+    readers.board.update(BalanceReading("tenant:quiet", UNIT, remaining=1, updated_at=now - 600))
+    # A polled scope, then a newer protocol answer for it: still judged by the poller's max age.
+    readers.board.update(
+        BalanceReading("tenant:watched", UNIT, remaining=2, updated_at=now - 600, max_age=60)
+    )
+    readers.board.update(BalanceReading("tenant:watched", UNIT, remaining=3, updated_at=now - 300))
+    remaining = {
+        dict(labels)["cycles_scope"]: value
+        for (name, labels), value in readers.prometheus_series().items()
+        if name == "cycles_budget_remaining"
+    }
+    assert remaining == {"tenant:quiet": 1}
+    readers.board.update(BalanceReading("tenant:watched", UNIT, remaining=4, updated_at=now))
+    assert readers.prometheus_series()[("cycles_budget_remaining", scope_labels("tenant:watched"))] == 4
 
 
 def test_scopes_collapsed_to_other_share_one_aggregated_series(readers: Readers) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cycles_otel import semconv
 from cycles_otel.app.configure import configure_telemetry
+from cycles_otel.balance_board import BalanceReading
 from cycles_otel.cardinality import ALLOW_ENV, DEFAULT_LIMIT, LIMIT_ENV, OVERFLOW_VALUE, CardinalityGuard
 from cycles_otel.instruments import get_instruments
 from cycles_otel.testing.telemetry import TelemetryCapture
@@ -67,6 +70,39 @@ def test_each_collapse_is_counted_once_by_label_key(telemetry: TelemetryCapture)
         for key in (semconv.GEN_AI_AGENT_NAME, semconv.LABEL_SCOPE)
     }
     assert counted == {semconv.GEN_AI_AGENT_NAME: 2, semconv.LABEL_SCOPE: 1}
+
+
+def test_the_first_caller_fixes_the_guard_of_a_provider(telemetry: TelemetryCapture) -> None:
+    first = CardinalityGuard(limit=1)
+    instruments = get_instruments(telemetry.meter_provider, first)
+    assert get_instruments(telemetry.meter_provider) is instruments
+    assert get_instruments(telemetry.meter_provider, first) is instruments
+    with pytest.raises(ValueError, match=r"another cardinality guard \(limit 1\).*pass no guard"):
+        get_instruments(telemetry.meter_provider, CardinalityGuard(limit=100))
+    assert instruments.guard is first
+    for scope in ("tenant:a", "tenant:b"):
+        instruments.board.update(BalanceReading(scope, "TOKENS", remaining=1, updated_at=time.time()))
+    scopes = {p.attributes["cycles.scope"] for p in telemetry.points("cycles.budget.remaining")}  # type: ignore[index]
+    assert scopes == {"tenant:a", OVERFLOW_VALUE}  # still the first guard's limit
+
+
+def test_configure_telemetry_fixes_the_guard_before_anyone_else() -> None:
+    with configure_telemetry(
+        "fixed", otlp=False, prometheus_port=0, set_global=False, instrument_cycles=False, cardinality_limit=1
+    ) as handle:
+        with pytest.raises(ValueError, match="configure_telemetry"):
+            get_instruments(handle.meter_provider, CardinalityGuard(limit=100))
+        guard = get_instruments(handle.meter_provider).guard
+        assert [guard.bound("k", v) for v in ("a", "b")] == ["a", OVERFLOW_VALUE]
+        assert handle.prometheus_url is not None
+        text = httpx.get(handle.prometheus_url, timeout=5).text
+    overflow = [
+        (s.labels["cycles_label"], s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "cycles_otel_label_overflow_total"
+    ]
+    assert overflow == [("k", 1.0)]
 
 
 def test_a_failing_overflow_hook_never_reaches_the_caller() -> None:

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import socket
+import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, Metric
 from runcycles import CyclesClient  # type: ignore[import-untyped]
 
-from cycles_otel.app.configure import ENDPOINT_ENVS, PROMETHEUS_PORT_ENV, PROTOCOL_ENV, configure_telemetry
+from cycles_otel.app.configure import (
+    ENDPOINT_ENVS,
+    PROMETHEUS_PORT_ENV,
+    PROTOCOL_ENV,
+    MetricsServer,
+    configure_telemetry,
+)
 from cycles_otel.instruments import get_instruments
 from cycles_otel.protocol import CyclesInstrumentor
 from cycles_otel.testing.authority import LocalCyclesServer
@@ -102,6 +111,106 @@ def test_the_prometheus_endpoint_serves_metrics_only() -> None:
         assert httpx.get(base + "/", timeout=5).status_code == 404
         refused = httpx.post(handle.prometheus_url, content=b"x", timeout=5)
         assert (refused.status_code, refused.headers["allow"]) == (405, "GET")
+
+
+def test_the_endpoint_listens_on_ipv6_loopback_when_asked() -> None:
+    with configure_telemetry("v6", prometheus_host="::1", prometheus_port=0, **QUIET) as handle:
+        assert handle.prometheus_url is not None and handle.prometheus_url.startswith("http://[::1]:")
+        get_instruments(handle.meter_provider).charged.add(5, {"cycles.unit": "TOKENS"})
+        scrape = httpx.get(handle.prometheus_url, timeout=5)
+    assert scrape.status_code == 200
+    assert 'cycles_client_charged_total{cycles_unit="TOKENS"' in scrape.text
+
+
+def test_a_host_that_is_not_this_machine_is_named() -> None:
+    with pytest.raises(ValueError, match=r"prometheus_host='192\.0\.2\.1': cannot listen .*127\.0\.0\.1"):
+        configure_telemetry("elsewhere", prometheus_host="192.0.2.1", prometheus_port=0, **QUIET)
+
+
+class LargeFamily:
+    """A registry collector whose exposition outgrows every socket buffer between two processes."""
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily("large", "Series padded to 16 MB in all.", labels=["pad"])
+        for i in range(1_600):
+            family.add_metric([f"{i:04d}" + "x" * 10_000], i)
+        yield family
+
+
+def closed_by_server(client: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (a reset counts as closed)."""
+    received = b""
+    try:
+        while chunk := client.recv(65536):
+            received += chunk
+    except ConnectionResetError:
+        pass
+    return received
+
+
+def test_a_scraper_that_hangs_up_mid_response_leaves_no_traceback(capfd: pytest.CaptureFixture[str]) -> None:
+    registry = CollectorRegistry()
+    registry.register(LargeFamily())
+    server = MetricsServer(registry, "127.0.0.1", 0)
+    try:
+        with socket.socket() as client:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the answer cannot all fit
+            client.settimeout(30)
+            client.connect(("127.0.0.1", server.port))
+            client.sendall(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+            assert client.recv(64).startswith(b"HTTP/1.0 200")  # mid-response from here on
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset
+    finally:
+        server.close()  # returns once the request's thread has finished
+    assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [b"", b"GET /metr", b"GET /metrics HTTP/1.1\r\nHost: test\r\n"],
+    ids=["nothing", "half-a-request-line", "no-end-of-headers"],
+)
+def test_a_client_that_stalls_is_dropped_and_frees_its_thread(
+    sent: bytes, capfd: pytest.CaptureFixture[str]
+) -> None:
+    server = MetricsServer(CollectorRegistry(), "127.0.0.1", 0, request_timeout=0.2)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as client:
+            client.sendall(sent)
+            assert closed_by_server(client) == b""
+    finally:
+        server.close()  # would wait forever for a thread still held
+    assert capfd.readouterr().err == ""
+
+
+def test_a_connection_kept_open_is_closed_after_its_answer(capfd: pytest.CaptureFixture[str]) -> None:
+    server = MetricsServer(CollectorRegistry(), "127.0.0.1", 0, request_timeout=0.2)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as client:
+            client.sendall(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: keep-alive\r\n\r\n")
+            answer = closed_by_server(client)
+    finally:
+        server.close()
+    assert answer.startswith(b"HTTP/1.0 200 OK")
+    assert capfd.readouterr().err == ""
+
+
+class FailingCollector:
+    def collect(self) -> Iterable[Metric]:
+        raise RuntimeError("collector down")
+
+
+def test_a_registry_that_fails_to_render_answers_500_and_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    registry = CollectorRegistry()
+    registry.register(FailingCollector())
+    server = MetricsServer(registry, "127.0.0.1", 0)
+    try:
+        answer = httpx.get(server.url, timeout=5)
+    finally:
+        server.close()
+    assert (answer.status_code, answer.text) == (500, "metrics collection failed\n")
+    (record,) = [r for r in caplog.records if r.getMessage() == "rendering /metrics failed"]
+    assert record.exc_info is not None and "collector down" in str(record.exc_info[1])
 
 
 def test_the_port_can_come_from_the_environment_and_is_freed_by_shutdown(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -58,6 +59,20 @@ def wait_for(condition: object, timeout: float = 20) -> None:
         time.sleep(0.1)
 
 
+@contextlib.contextmanager
+def exporter_process(options: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """``cycles-otel exporter OPTIONS`` as a child process, killed on the way out if still running."""
+    process = subprocess.Popen(
+        [*CLI, "exporter", *options], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+
+
 @pytest.fixture
 def authority() -> Iterator[tuple[subprocess.Popen[str], str, str]]:
     budgets = [arg for scope, amount in SCOPES.items() for arg in ("--budget", f"{scope}={amount}")]
@@ -87,16 +102,13 @@ def test_the_exporter_serves_gauges_survives_the_authority_and_exits_cleanly(
         "--api-key-file",
         str(key_file),
         "--interval",
-        "0.2",
+        "1",
         "--stale-after",
         "1",
         "--listen",
         "127.0.0.1:0",
     ]
-    exporter = subprocess.Popen(
-        [*CLI, "exporter", *options], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
-    try:
+    with exporter_process(options, env) as exporter:
         url = read_until(exporter, r"on (http://\S+/metrics)").group(1)
         series = budget_series(url)
         for scope, allocated in SCOPES.items():
@@ -117,13 +129,54 @@ def test_the_exporter_serves_gauges_survives_the_authority_and_exits_cleanly(
 
         exporter.send_signal(signal.SIGTERM)
         out, err = exporter.communicate(timeout=20)
-    finally:
-        if exporter.poll() is None:
-            exporter.kill()
-            exporter.communicate(timeout=10)
     assert exporter.returncode == 0, err
     assert api_key not in out + err
     assert "Cycles balance poll" in err  # the failures were logged
+
+
+def test_the_standard_runcycles_environment_is_enough(
+    authority: tuple[subprocess.Popen[str], str, str],
+) -> None:
+    _, base_url, api_key = authority
+    env = {**os.environ, "CYCLES_BASE_URL": base_url, "CYCLES_API_KEY": api_key, "CYCLES_TENANT": "acme"}
+    env.pop("CYCLES_EXPORTER_SUBJECTS", None)
+    with exporter_process(["--listen", "127.0.0.1:0"], env) as exporter:
+        url = read_until(exporter, r"on (http://\S+/metrics)").group(1)
+        series = budget_series(url)
+        exporter.send_signal(signal.SIGTERM)
+        _, err = exporter.communicate(timeout=20)
+    assert exporter.returncode == 0, err
+    assert {
+        scope: value for (name, scope), value in series.items() if name == "cycles_budget_allocated"
+    } == SCOPES
+
+
+# What --interval inf did before it was refused: a wait no timer can make, so polling dies.
+DYING_POLLER = """
+import sys
+from cycles_otel.app.cli import main
+from cycles_otel.app.poller import BalancePoller
+BalancePoller.next_delay = lambda self: float("inf")
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_an_exporter_whose_polling_dies_says_so_and_exits_non_zero(
+    authority: tuple[subprocess.Popen[str], str, str],
+) -> None:
+    _, base_url, api_key = authority
+    env = {**os.environ, "CYCLES_BASE_URL": base_url, "CYCLES_API_KEY": api_key, "CYCLES_TENANT": "acme"}
+    exporter = subprocess.run(
+        [sys.executable, "-c", DYING_POLLER, "exporter", "--listen", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert "Serving Cycles balance metrics on http://" in exporter.stdout  # it had started
+    assert exporter.returncode == 1
+    last = exporter.stderr.strip().splitlines()[-1]
+    assert last.startswith("cycles-otel exporter: balance polling stopped (OverflowError"), exporter.stderr
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
@@ -132,6 +185,7 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
 
 
 URL, KEY, SUBJECT = ["--base-url", "http://127.0.0.1:1"], ["--api-key", "k"], ["--subject", "tenant=a"]
+RUNCYCLES_ENV = ("CYCLES_BASE_URL", "CYCLES_API_KEY", "CYCLES_TENANT", "CYCLES_EXPORTER_SUBJECTS")
 
 
 @pytest.mark.parametrize(
@@ -144,12 +198,17 @@ URL, KEY, SUBJECT = ["--base-url", "http://127.0.0.1:1"], ["--api-key", "k"], ["
         ([*URL, *KEY, "--subject", "team=x"], "--subject"),
         ([*URL, *KEY, *SUBJECT, "--listen", "9464"], "--listen"),
         ([*URL, *KEY, *SUBJECT, "--interval", "0"], "--interval"),
+        ([*URL, *KEY, *SUBJECT, "--interval", "inf"], "--interval"),
+        ([*URL, *KEY, *SUBJECT, "--interval", "nan"], "--interval"),
+        ([*URL, *KEY, *SUBJECT, "--interval", "1e-9"], "--interval"),
+        ([*URL, *KEY, *SUBJECT, "--stale-after", "inf"], "--stale-after"),
+        ([*URL, *KEY, *SUBJECT, "--interval", "30", "--stale-after", "10"], "--stale-after"),
     ],
 )
 def test_bad_flags_exit_non_zero_naming_the_flag(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, args: list[str], named: str
 ) -> None:
-    for name in ("CYCLES_BASE_URL", "CYCLES_API_KEY", "CYCLES_EXPORTER_SUBJECTS"):
+    for name in RUNCYCLES_ENV:
         monkeypatch.delenv(name, raising=False)
     code, err = run_cli(capsys, *args)
     assert code == 2
@@ -198,3 +257,45 @@ def test_a_port_in_use_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
         port = taken.getsockname()[1]
         code, err = run_cli(capsys, *URL, *KEY, *SUBJECT, "--listen", f"127.0.0.1:{port}")
     assert code == 1 and f"--listen 127.0.0.1:{port}" in err and "free port" in err
+
+
+@pytest.mark.parametrize(
+    ("changed", "flags", "code", "expected"),
+    [
+        ({"CYCLES_TENANT": "beta"}, [], 1, "CYCLES_TENANT='beta': the authority refused subject"),
+        ({"CYCLES_API_KEY": "wrong"}, [], 1, "CYCLES_API_KEY: the authority rejected the API key (401)"),
+        ({"CYCLES_OTEL_CARDINALITY_LIMIT": "many"}, [], 2, "CYCLES_OTEL_CARDINALITY_LIMIT='many' is not"),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "pigeon"}, ["--otlp"], 2, "OTEL_EXPORTER_OTLP_PROTOCOL='pigeon'"),
+    ],
+)
+def test_errors_from_the_environment_name_the_variable(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    changed: dict[str, str],
+    flags: list[str],
+    code: int,
+    expected: str,
+) -> None:
+    monkeypatch.delenv("CYCLES_EXPORTER_SUBJECTS", raising=False)
+    with LocalCyclesServer() as server:
+        env = {"CYCLES_BASE_URL": server.base_url, "CYCLES_API_KEY": server.create_api_key("acme")}
+        for name, value in (env | {"CYCLES_TENANT": "acme"} | changed).items():
+            monkeypatch.setenv(name, value)
+        got, err = run_cli(capsys, "--listen", "127.0.0.1:0", *flags)
+    lines = [line for line in err.splitlines() if line.startswith("cycles-otel exporter: ")]
+    assert got == code and len(lines) == 1, err
+    assert lines[0].startswith(f"cycles-otel exporter: {expected}") and "--listen" not in lines[0]
+
+
+def test_an_unreachable_authority_from_the_environment_names_the_variable(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"  # bound, never listening: refused
+        for name, value in {"CYCLES_BASE_URL": url, "CYCLES_API_KEY": "k", "CYCLES_TENANT": "acme"}.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("CYCLES_EXPORTER_SUBJECTS", raising=False)
+        code, err = run_cli(capsys, "--listen", "127.0.0.1:0")
+    assert code == 1
+    assert f"cycles-otel exporter: CYCLES_BASE_URL={url!r}: cannot reach the Cycles authority" in err

@@ -13,7 +13,7 @@ from cycles_otel.app import poller as poller_module
 from cycles_otel.app.poller import BalancePoller
 from cycles_otel.balance_board import BalanceReading
 from cycles_otel.cardinality import CardinalityGuard
-from cycles_otel.instruments import get_instruments
+from cycles_otel.instruments import Instruments, get_instruments
 from cycles_otel.testing.authority import LocalCyclesServer
 from cycles_otel.testing.telemetry import TelemetryCapture
 
@@ -47,8 +47,13 @@ def gauges(telemetry: TelemetryCapture, field: str) -> dict[str, float]:
     }
 
 
+@pytest.fixture(autouse=True)
+def instruments(telemetry: TelemetryCapture) -> Instruments:
+    """The provider's instruments, made first with the default guard whatever the environment says."""
+    return get_instruments(telemetry.meter_provider, CardinalityGuard())
+
+
 def new_poller(client: Any, telemetry: TelemetryCapture, **options: Any) -> BalancePoller:
-    get_instruments(telemetry.meter_provider, CardinalityGuard())
     return BalancePoller(client, [{"tenant": "acme"}], meter_provider=telemetry.meter_provider, **options)
 
 
@@ -68,9 +73,9 @@ async def test_every_page_of_every_scope_is_recorded_in_its_unit(
 
 
 def test_scopes_the_authority_stops_listing_are_forgotten(
-    server: LocalCyclesServer, key: str, telemetry: TelemetryCapture
+    server: LocalCyclesServer, key: str, telemetry: TelemetryCapture, instruments: Instruments
 ) -> None:
-    board = get_instruments(telemetry.meter_provider, CardinalityGuard()).board
+    board = instruments.board
     board.update(BalanceReading("tenant:acme/workflow:deleted", UNIT, remaining=1, updated_at=time.time()))
     board.update(
         BalanceReading("tenant:other", UNIT, remaining=2, updated_at=time.time())
@@ -113,16 +118,38 @@ def test_an_unreachable_authority_is_a_counted_transport_error_then_values_go_st
     assert set(gauges(telemetry, "updated_timestamp")) == set(SCOPES)  # still says when each was last seen
 
 
-def test_retry_after_sets_the_floor_of_the_next_delay(telemetry: TelemetryCapture) -> None:
+def test_two_pollers_on_one_provider_each_keep_their_own_staleness(
+    server: LocalCyclesServer, key: str, telemetry: TelemetryCapture
+) -> None:
+    with (
+        CyclesClient(server.config(key)) as acme,
+        CyclesClient(server.config(server.create_api_key("beta"))) as beta,
+    ):
+        quick = BalancePoller(acme, [{"tenant": "acme"}], 0.1, meter_provider=telemetry.meter_provider)
+        slow = BalancePoller(beta, [{"tenant": "beta"}], 60.0, meter_provider=telemetry.meter_provider)
+        assert (quick.poll_once_sync(), slow.poll_once_sync()) == (len(SCOPES), 1)
+        assert set(gauges(telemetry, "remaining")) == {*SCOPES, "tenant:beta"}
+        time.sleep(0.4)  # past the quick poller's 0.3 s, well within the slow one's 180 s
+    assert set(gauges(telemetry, "remaining")) == {"tenant:beta"}
+    assert set(gauges(telemetry, "updated_timestamp")) == {*SCOPES, "tenant:beta"}
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "delay"),
+    [("42", 42.0), ("99999999999", 300.0)],  # the second: past what a timer can wait, capped at max_backoff
+)
+def test_retry_after_sets_the_floor_of_the_next_delay_up_to_the_cap(
+    telemetry: TelemetryCapture, retry_after: str, delay: float
+) -> None:
     class RateLimited:
         def get_balances(self, **query: str) -> CyclesResponse:
             return CyclesResponse.http_error(
-                429, "slow down", {"error": "LIMIT_EXCEEDED"}, {"retry-after": "42"}
+                429, "slow down", {"error": "LIMIT_EXCEEDED"}, {"retry-after": retry_after}
             )
 
-    poller = new_poller(RateLimited(), telemetry, interval=1.0)
+    poller = new_poller(RateLimited(), telemetry, interval=1.0, max_backoff=300.0)
     assert poller.poll_once_sync() == 0
-    assert poller.next_delay() == 42.0
+    assert poller.next_delay() == delay
     assert telemetry.value("cycles.exporter.poll_errors", error__type="429") == 1
 
 
@@ -177,7 +204,10 @@ async def test_a_task_polls_for_an_async_client(
         ([{"tenant": ""}], {}, "tenant"),
         ([{"team": "x"}], {}, "team"),
         ([{"tenant": "acme"}], {"interval": 0}, "interval"),
+        ([{"tenant": "acme"}], {"interval": float("inf")}, "interval"),
         ([{"tenant": "acme"}], {"stale_after": -1}, "stale_after"),
+        ([{"tenant": "acme"}], {"stale_after": float("nan")}, "stale_after"),
+        ([{"tenant": "acme"}], {"max_backoff": float("inf")}, "max_backoff"),
     ],
 )
 def test_bad_arguments_name_the_parameter(

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import logging
 import os
+import socket
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from opentelemetry import metrics, trace
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -20,8 +23,8 @@ from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetr
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from cycles_otel.cardinality import CardinalityGuard
 from cycles_otel.content import ConversationRedactor, capture_content_enabled
@@ -43,58 +46,119 @@ PROTOCOLS = ("http/protobuf", "grpc")
 # A collector that is down must cost the app little: each export gives up after this long
 # (unless OTEL_EXPORTER_OTLP_*TIMEOUT says otherwise), in the processors' background threads.
 EXPORT_TIMEOUT_SECONDS = 5.0
+# How long the metrics endpoint waits on a scraper's socket (for its request, or for it to take
+# the answer) before it drops the connection; a scrape itself takes milliseconds.
+REQUEST_TIMEOUT_SECONDS = 10.0
 
 _log = logging.getLogger(__name__)
 
+if TYPE_CHECKING:
+    from wsgiref.types import ErrorStream, StartResponse, WSGIApplication, WSGIEnvironment
 
-class _MetricsHandler(BaseHTTPRequestHandler):
-    """``GET /metrics`` and nothing else: writes answer 405, other paths 404, other methods 501."""
 
-    registry: CollectorRegistry
+class ListenError(ValueError):
+    """The Prometheus endpoint cannot listen where asked: the port is taken, or the host is not ours."""
 
-    def _on_metrics(self) -> bool:
-        if self.path.split("?", 1)[0] == "/metrics":
-            return True
-        self.send_error(404, "only /metrics is served here")
-        return False
+    def __init__(self, host: str, port: int, error: OSError) -> None:
+        self.host, self.port = host, port
+        self.reason = error.strerror or str(error)
+        self.port_taken = error.errno in (errno.EADDRINUSE, errno.EACCES)
+        if self.port_taken:
+            where, fix = f"prometheus_port={port} on {host}", "pick a free port, or 0 for any free port"
+            fix += f" (env {PROMETHEUS_PORT_ENV})"
+        else:
+            where, fix = f"prometheus_host={host!r}", "use an address of this machine, e.g. 127.0.0.1 or ::1"
+        super().__init__(f"{where}: cannot listen ({self.reason}); {fix}")
 
-    def _refuse_write(self) -> None:
-        if self._on_metrics():
-            self.send_response(405, "read-only endpoint")
-            self.send_header("Allow", "GET")
-            self.send_header("Content-Length", "0")
-            self.send_header("Connection", "close")
-            self.end_headers()
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = _refuse_write
+def metrics_app(registry: CollectorRegistry) -> WSGIApplication:
+    """prometheus_client's WSGI app for ``registry``, at ``GET /metrics`` and nowhere else.
 
-    def do_GET(self) -> None:
-        if not self._on_metrics():
-            return
-        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+    Other paths answer 404 and other methods 405 (prometheus_client alone serves every path and
+    answers OPTIONS); a registry that fails to render answers 500 and is logged.
+    """
+    serve = make_wsgi_app(registry)
+
+    def answer(
+        start_response: StartResponse, status: str, text: str, *headers: tuple[str, str]
+    ) -> list[bytes]:
+        body = text.encode()
+        start_response(status, [("Content-Type", "text/plain; charset=utf-8"), *headers])
+        return [body]
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/metrics":
+            return answer(start_response, "404 Not Found", "only /metrics is served here\n")
+        if environ.get("REQUEST_METHOD") != "GET":
+            return answer(
+                start_response, "405 Method Not Allowed", "read-only endpoint: GET only\n", ("Allow", "GET")
+            )
         try:
-            payload = encoder(self.registry)
+            rendered: Iterable[bytes] = serve(environ, start_response)
         except Exception:
             _log.warning("rendering /metrics failed", exc_info=True)
-            self.send_error(500, "metrics collection failed")
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+            return answer(start_response, "500 Internal Server Error", "metrics collection failed\n")
+        return rendered
+
+    return app
+
+
+class _ScraperLog(io.StringIO):
+    """wsgiref's error stream for one request, into the debug log: a scraper that hangs up or
+    stalls mid-response is its own problem, not a traceback on the app's stderr."""
+
+    def flush(self) -> None:
+        if text := self.getvalue().strip():
+            _log.debug("a scrape failed: %s", text)
+        self.seek(0)
+        self.truncate()
+
+
+class _ScrapeHandler(WSGIRequestHandler):
+    """One request per connection, each socket operation bounded by ``timeout`` (set per server),
+    so a client that connects and sends nothing, or stops reading, cannot hold a thread."""
+
+    timeout = REQUEST_TIMEOUT_SECONDS
+
+    def get_stderr(self) -> ErrorStream:
+        return _ScraperLog()
 
     def log_message(self, format: str, *args: Any) -> None:  # scrapes are not news
         pass
 
 
-class MetricsServer:
-    """A loopback HTTP server exposing one Prometheus registry at ``/metrics``."""
+class _ScrapeServer(ThreadingWSGIServer):
+    """prometheus_client's thread-per-request server, quiet about clients that time out or hang up."""
 
-    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
-        handler = type("MetricsHandler", (_MetricsHandler,), {"registry": registry})
-        self._httpd = ThreadingHTTPServer((host, port), handler)
-        self._httpd.daemon_threads = True
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        _log.debug("a scrape from %s failed", client_address, exc_info=True)
+
+
+def _address_family(host: str, port: int) -> tuple[socket.AddressFamily, str]:
+    """IPv4 or IPv6, as ``getaddrinfo`` picks for ``host`` (what prometheus_client's own server does)."""
+    family, _, _, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    return family, str(address[0])
+
+
+class MetricsServer:
+    """A Prometheus endpoint for one registry: prometheus_client's WSGI server, in a daemon thread."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        host: str,
+        port: int,
+        *,
+        request_timeout: float = REQUEST_TIMEOUT_SECONDS,
+    ) -> None:
+        family, address = _address_family(host, port)
+        server_class = type("MetricsWSGIServer", (_ScrapeServer,), {"address_family": family})
+        handler_class = type("MetricsRequestHandler", (_ScrapeHandler,), {"timeout": request_timeout})
+        self._httpd: _ScrapeServer = make_server(
+            address, port, metrics_app(registry), server_class, handler_class
+        )
         self.host, self.port = host, int(self._httpd.server_address[1])
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
@@ -110,6 +174,7 @@ class MetricsServer:
         return f"http://{host}:{self.port}/metrics"
 
     def close(self) -> None:
+        """Stop serving; returns once every request in progress has finished (each is bounded)."""
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
@@ -136,13 +201,13 @@ class TelemetryHandle:
         if self._instrumentor is not None:
             with contextlib.suppress(Exception):
                 self._instrumentor.uninstrument()
+        if self._server is not None:  # first: no scrape may read a provider that is shutting down
+            self._server.close()
         for provider in (self.tracer_provider, self.meter_provider):
             try:
                 provider.shutdown()
             except Exception:  # shutting down must not fail the app's exit
                 _log.warning("telemetry shutdown failed", exc_info=True)
-        if self._server is not None:
-            self._server.close()
 
     def __enter__(self) -> TelemetryHandle:
         return self
@@ -283,10 +348,7 @@ def configure_telemetry(
         try:
             server = MetricsServer(registry, prometheus_host, port)
         except OSError as exc:
-            raise ValueError(
-                f"prometheus_port={port} on {prometheus_host}: cannot listen ({exc.strerror or exc}); "
-                f"pick a free port, or 0 for any free port (env {PROMETHEUS_PORT_ENV})"
-            ) from exc
+            raise ListenError(prometheus_host, port, exc) from exc
         readers.append(ScrapedMetricReader(registry=registry))
     tracer_provider = TracerProvider(resource=resource)
     if not capture_content_enabled(env):
@@ -315,4 +377,4 @@ def configure_telemetry(
     )
 
 
-__all__ = ["TelemetryHandle", "configure_telemetry"]
+__all__ = ["ListenError", "TelemetryHandle", "configure_telemetry"]

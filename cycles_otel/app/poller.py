@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import math
 import threading
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
@@ -74,8 +75,8 @@ def _check_subjects(subjects: Sequence[Mapping[str, str]]) -> list[dict[str, str
 
 
 def _positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name}={value!r} must be a positive number of seconds")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"{name}={value!r}: use a positive, finite number of seconds")
     return float(value)
 
 
@@ -117,13 +118,15 @@ class BalancePoller:
 
     Each poll lists every balance of every subject (following ``next_cursor``), records it,
     and forgets scopes of those subjects the authority no longer lists. When polls fail it
-    backs off exponentially (up to ``max_backoff``, at least any ``Retry-After``), counts
-    ``cycles.exporter.poll_errors`` and never raises; gauges older than ``stale_after``
-    (default ``3 * interval``) disappear while their updated timestamp stays.
+    backs off exponentially (up to ``max_backoff``, at least any ``Retry-After`` up to that cap),
+    counts ``cycles.exporter.poll_errors`` and never raises; what it records goes stale after
+    ``stale_after`` seconds (default ``3 * interval``): the gauges disappear while their updated
+    timestamp stays. Staleness belongs to the readings, so pollers of different intervals on one
+    meter provider each judge only their own.
 
     Run it with ``async with poller:`` or ``start()``/``stop()`` (a task in the running loop for
-    an ``AsyncCyclesClient``, a daemon thread for a ``CyclesClient``), or call
-    :meth:`poll_once` / :meth:`poll_once_sync` yourself.
+    an ``AsyncCyclesClient``, a daemon thread for a ``CyclesClient``), :meth:`run` in a thread of
+    your own, or call :meth:`poll_once` / :meth:`poll_once_sync` yourself.
     """
 
     def __init__(
@@ -145,7 +148,6 @@ class BalancePoller:
         self.stale_after = _positive("stale_after", 3 * self.interval if stale_after is None else stale_after)
         self.max_backoff = max(_positive("max_backoff", max_backoff), self.interval)
         self._instruments = get_instruments(meter_provider)
-        self._instruments.board.stale_after = self.stale_after
         self.failures = 0  # consecutive polls with at least one error
         self.last_error: PollError | None = None
         self._retry_after: float | None = None
@@ -168,7 +170,7 @@ class BalancePoller:
                     break
                 assert response.body is not None
                 balances = [b for b in response.body["balances"] if isinstance(b, Mapping)]
-                recorded += self._instruments.board.update_from_balances(balances)
+                recorded += self._instruments.board.update_from_balances(balances, self.stale_after)
                 seen |= {str(b.get("scope_path") or b.get("scope")) for b in balances}
                 cursor = response.body.get("next_cursor")
                 if not response.body.get("has_more") or not isinstance(cursor, str) or not cursor:
@@ -230,11 +232,15 @@ class BalancePoller:
             return self._internal_error(exc)
 
     def next_delay(self) -> float:
-        """Seconds until the next poll: the interval, doubled per consecutive failure, capped."""
+        """Seconds until the next poll: the interval, doubled per consecutive failure, capped.
+
+        A ``Retry-After`` longer than the back-off wins, up to ``max_backoff``: an answer must not
+        be able to park the poller for days (or past what a timer can wait).
+        """
         if not self.failures:
             return self.interval
         delay = min(self.max_backoff, self.interval * 2.0 ** min(self.failures, 32))
-        return max(delay, self._retry_after or 0.0)
+        return max(delay, min(self._retry_after or 0.0, self.max_backoff))
 
     # --- running in the background --------------------------------------------------------------
     def start(self, delay: float = 0.0) -> BalancePoller:
@@ -254,7 +260,7 @@ class BalancePoller:
             self._task = loop.create_task(self._run_async(delay), name="cycles-balance-poller")
         else:
             self._thread = threading.Thread(
-                target=self._run_thread, args=(delay,), name="cycles-balance-poller", daemon=True
+                target=self.run, args=(delay,), name="cycles-balance-poller", daemon=True
             )
             self._thread.start()
         return self
@@ -275,7 +281,13 @@ class BalancePoller:
             await self.poll_once()
             await asyncio.sleep(self.next_delay())
 
-    def _run_thread(self, delay: float) -> None:
+    def run(self, delay: float = 0.0) -> None:
+        """Poll through a ``CyclesClient`` in the calling thread, first after ``delay`` seconds,
+        until :meth:`stop`; whatever stops polling otherwise raises here."""
+        if self.is_async:
+            raise TypeError(
+                "run() needs a CyclesClient; use start() or 'async with' for an AsyncCyclesClient"
+            )
         self._stop.wait(delay)
         while not self._stop.is_set():
             self.poll_once_sync()
