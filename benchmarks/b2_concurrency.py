@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import statistics
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -87,8 +89,12 @@ async def _measure(scale: Scale) -> BenchResult:
         guide = CyclesBudgetClient(inner, sync_cycles, tenant=TENANT, agent="bench")
         ours = governed(inner, async_cycles, sdk.tracer_provider, sdk.meter_provider)
         ours_pooled = governed(inner, pooled_cycles, sdk.tracer_provider, sdk.meter_provider)
+        # Background settlement is durable only with runcycles' commit journal: it gets one (in tmp).
+        journal_dir = tempfile.mkdtemp(prefix="cycles-otel-b2-journal-")
+        journaled_config = dataclasses.replace(config, journal_enabled=True, journal_dir=journal_dir)
+        journaled = AsyncCyclesClient(journaled_config)
         ours_background = governed(
-            inner, async_cycles, sdk.tracer_provider, sdk.meter_provider, settle_in_background=True
+            inner, journaled, sdk.tracer_provider, sdk.meter_provider, settle_in_background=True
         )
         settled_walls: list[float] = []
 

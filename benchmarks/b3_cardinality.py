@@ -48,7 +48,7 @@ class TelemetryPath:
     """Every telemetry step of one governed call, without the HTTP: both layers, real providers."""
 
     def __init__(self, sdk: SdkTelemetry) -> None:
-        from cycles_otel.autogen.telemetry import ClientTelemetry
+        from cycles_otel.autogen.telemetry import ClientFacts, ClientTelemetry
         from cycles_otel.cardinality import CardinalityGuard
         from cycles_otel.instruments import get_instruments
         from cycles_otel.protocol.call import ProtocolTelemetry
@@ -56,7 +56,11 @@ class TelemetryPath:
 
         get_instruments(sdk.meter_provider, CardinalityGuard(limit=GUARD_LIMIT))
         self.client = ClientTelemetry(
-            sdk.tracer_provider, sdk.meter_provider, emit_inference_span=True, capture_content=False
+            ClientFacts(MODEL, "openai", UNIT, "llm.completion"),
+            sdk.tracer_provider,
+            sdk.meter_provider,
+            emit_inference_span=True,
+            capture_content=False,
         )
         tracer = trace.get_tracer("cycles_otel", tracer_provider=sdk.tracer_provider)
         self.protocol = ProtocolTelemetry(tracer, get_instruments(sdk.meter_provider))
@@ -69,13 +73,19 @@ class TelemetryPath:
         )
 
     def call(self, index: int) -> None:
-        from cycles_otel.autogen.telemetry import CallFacts
+        from runcycles import Action, Amount, Subject
+
+        from cycles_otel.autogen.estimate import Estimate
+        from cycles_otel.autogen.plan import CallPlan, Priced
 
         agent, scope = f"agent-{index % AGENTS}", f"tenant:acme/workflow:w{index % SCOPES}"
         rid = f"rsv_{index}"
-        facts = CallFacts(MODEL, "openai", {"tenant": "acme", "agent": agent}, "llm.completion", UNIT,
-                          2_000_000, "fixed", agent, None)  # fmt: skip
-        call = self.client.start(facts, None)
+        subject = {"tenant": "acme", "agent": agent}
+        action = Action(kind="llm.completion", name=MODEL)
+        estimate = Estimate(2_000_000, "fixed")
+        amount = Amount(unit=UNIT, amount=2_000_000)
+        plan = CallPlan(subject, Subject(**subject), action, estimate, amount, None, agent)
+        call = self.client.start(plan, None)
         request = {
             "subject": {"tenant": "acme", "agent": agent},
             "action": {"kind": "llm.completion", "name": MODEL},
@@ -87,9 +97,10 @@ class TelemetryPath:
                 "decision": "ALLOW", "reservation_id": rid, "reserved": {"amount": 2_000_000, "unit": UNIT},
                 "scope_path": scope, "affected_scopes": [scope], "balances": [_balance(scope, index)],
             }, {"x-request-id": f"req_{index}"}))  # fmt: skip
-        call.reserved(rid, "ALLOW", None, ())
+        call.reserved(rid, "ALLOW")
         call.start_inference(PROMPT, None)
-        call.inference_done(self.result, 10, 5, None)
+        priced = Priced(10, 5, 7_500, 0.000075)
+        call.inference_done(self.result, priced, "usage")
         commit_request = {"actual": {"amount": 7_500, "unit": UNIT}}
         with call.current():
             commit = self.protocol.start(self.ops["commit"], (rid, commit_request), {})
@@ -97,7 +108,7 @@ class TelemetryPath:
                 "status": "COMMITTED", "charged": {"amount": 7_500, "unit": UNIT},
                 "balances": [_balance(scope, index + 7_500)],
             }))  # fmt: skip
-        call.settled("committed", 7_500, 7_500, "usage", 0.000075)
+        call.settled("committed", priced, 7_500, "usage", False)
         call.end()
 
 

@@ -64,6 +64,11 @@ class Instruments:
         self.charged = meter.create_counter(
             "cycles.client.charged", "{amount}", "Amount charged by commits and events, in the budget's unit."
         )
+        self.ungoverned = meter.create_counter(
+            "cycles.client.ungoverned",
+            "{call}",
+            "Calls run without a reservation because the authority was unavailable (fail open).",
+        )
         self.cost_usd = meter.create_counter(
             "cycles.client.cost.usd", "{USD}", "Priced cost of governed LLM calls in US dollars."
         )

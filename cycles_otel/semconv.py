@@ -51,11 +51,17 @@ CYCLES_CAPS_MAX_TOKENS: Final = "cycles.caps.max_tokens"
 CYCLES_CAPS_TOOLS_REMOVED: Final = "cycles.caps.tools_removed"
 CYCLES_COST_USD: Final = "cycles.cost.usd"
 CYCLES_LATE_SETTLEMENT: Final = "cycles.late_settlement"
+CYCLES_DENY_PREFIX: Final = "cycles.deny."
+DENY_DETAIL_FIELDS: Final = ("blocked_by_scope", "suggested_fix", "budget_remaining")
+"""The fields of a denial's ``deny_detail`` (protocol 0.1.27), each a ``cycles.deny.<field>`` attribute."""
+CYCLES_GOVERNED: Final = "cycles.governed"
+"""False on a call that ran without a reservation because the authority was unavailable."""
 HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
 
 # --- span events --------------------------------------------------------------------------------
 EVENT_DENIED: Final = "cycles.denied"
 EVENT_BUDGET_EXHAUSTED: Final = "cycles.budget_exhausted"
+EVENT_AUTHORITY_UNAVAILABLE: Final = "cycles.authority_unavailable"
 
 # --- metric labels (Prometheus: dots become underscores) ----------------------------------------
 LABEL_DECISION: Final = "cycles.decision"
@@ -77,6 +83,8 @@ OUTCOME_COMMITTED: Final = "committed"
 OUTCOME_RELEASED: Final = "released"
 OUTCOME_RECOVERED: Final = "recovered"
 OUTCOME_FAILED: Final = "failed"
+RESERVATION_RECORDED: Final = "recorded"
+"""On ``cycles.reservation`` only: an ungoverned call's spend, sent as an event (no reservation existed)."""
 ACTUAL_SOURCE_USAGE: Final = "usage"
 ACTUAL_SOURCE_ESTIMATED: Final = "estimated"
 DENIAL_CODES: Final = frozenset(
@@ -87,8 +95,13 @@ DENIAL_CODES: Final = frozenset(
         "BUDGET_FROZEN",
         "BUDGET_CLOSED",
         "TENANT_CLOSED",
+        # protocol 0.1.27 (companion specs): per-action quotas and action-kind policies
+        "ACTION_QUOTA_EXCEEDED",
+        "ACTION_KIND_DENIED",
+        "ACTION_KIND_NOT_ALLOWED",
     }
 )
+"""Reasons a 409 is a budget decision (DENY), not a failure of the authority."""
 
 # --- semconv re-exports, so logic never spells a key twice --------------------------------------
 ERROR_TYPE: Final = _error.ERROR_TYPE

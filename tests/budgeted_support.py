@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -121,9 +122,12 @@ def budgeted(
 ) -> BudgetedChatCompletionClient:
     options.setdefault("model", "gpt-4o")
     options.setdefault("max_output_tokens", 1_000)
+    # Background settlement needs the commit journal: the test's own (conftest points it at tmp).
+    journal = {"journal_enabled": True, "journal_dir": os.environ["CYCLES_JOURNAL_DIR"]}
     return BudgetedChatCompletionClient(
         inner,
-        options.pop("cycles_client", None) or authority.client(),
+        options.pop("cycles_client", None)
+        or authority.client(**(journal if options.get("settle_in_background") is True else {})),
         tracer_provider=telemetry.tracer_provider,
         meter_provider=telemetry.meter_provider,
         **options,

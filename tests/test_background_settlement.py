@@ -243,7 +243,7 @@ async def test_a_background_commit_is_journaled_until_it_lands(
 def test_the_option_round_trips_and_a_wrong_type_names_the_field(
     authority: Authority, instrumented: TelemetryCapture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with pytest.raises(TypeError, match="settle_in_background must be True or False"):
+    with pytest.raises(TypeError, match=r"settle_in_background='false' \(str\).*pass True or False"):
         budgeted(authority, instrumented, replay("x"), settle_in_background="false")
 
     client = budgeted(authority, instrumented, replay("x"), settle_in_background=True)

@@ -204,7 +204,7 @@ CASES: dict[str, BadInput] = {
     ),
     "client-negative-estimate": BadInput(governed_call(estimate_amount=-1), "estimate_amount", ">= 0"),
     "client-estimate-wrong-type": BadInput(
-        governed_call(estimate_amount="lots"), "estimate_amount", "an int"
+        governed_call(estimate_amount="lots"), "estimate_amount", "an int", TypeError
     ),
     "client-unknown-model": BadInput(governed_call(model="my-own-llm"), "my-own-llm", "with_fallback"),
     "client-invalid-unit": BadInput(governed_call(unit="EUR"), "unit", "USD_MICROCENTS"),

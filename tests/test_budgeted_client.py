@@ -130,16 +130,40 @@ async def test_a_broken_tokenizer_falls_back_to_characters_and_says_so(
     assert all(r.reserved > cost(0, 1_000) for r in authority.ledger().reservations)
 
 
-async def test_no_estimate_possible_fails_before_anything_is_reserved(
+async def test_without_an_estimate_or_a_cap_the_guides_default_is_reserved_and_said_so(
     authority: Authority, instrumented: TelemetryCapture
 ) -> None:
-    client = budgeted(authority, instrumented, replay(reply("a", 1, 1)), max_output_tokens=None)
+    client = budgeted(authority, instrumented, replay(reply("a", 90, 20)), max_output_tokens=None)
 
-    with pytest.raises(EstimateError, match="max_output_tokens"):
+    await client.create(HELLO)
+
+    (reservation,) = authority.assert_settled().reservations
+    assert reservation.reserved == 2_000_000
+    assert reservation.charged == cost(90, 20)
+    attrs = instrumented.span("cycles.reservation").attributes or {}
+    assert attrs["cycles.estimate.source"] == "default"
+    assert attrs["cycles.estimate.amount"] == 2_000_000
+
+
+async def test_under_reject_a_call_with_no_known_cap_fails_before_anything_is_reserved(
+    authority: Authority, instrumented: TelemetryCapture
+) -> None:
+    client = budgeted(
+        authority, instrumented, replay(reply("a", 1, 1)), max_output_tokens=None, overage_policy="REJECT"
+    )
+
+    with pytest.raises(EstimateError, match="max_output_tokens") as caught:
         await client.create(HELLO)
 
+    assert "REJECT" in str(caught.value)
     assert authority.ledger().reservations == []
     assert instrumented.spans("cycles.reserve") == []
+    capped = budgeted(
+        authority, instrumented, replay(reply("a", 1, 1)), max_output_tokens=None, overage_policy="REJECT"
+    )
+    await capped.create(HELLO, extra_create_args={"max_tokens": 50})  # a cap on the request is enough
+    (reservation,) = authority.assert_settled().reservations
+    assert reservation.reserved == cost(capped.count_tokens(HELLO), 50)
 
 
 async def test_a_cached_result_commits_zero(authority: Authority, instrumented: TelemetryCapture) -> None:

@@ -18,9 +18,9 @@ from budgeted_support import (
     replay,
     reply,
 )
-from runcycles import BudgetExceededError
+from runcycles import BudgetExceededError, CyclesProtocolError
 
-from cycles_otel.autogen import is_budget_stop, stop_on_budget
+from cycles_otel.autogen import is_budget_stop, stop_on_budget, typed_team_errors
 from cycles_otel.testing.telemetry import TelemetryCapture
 
 __all__ = ["authority", "instrumented"]
@@ -41,26 +41,21 @@ def writer_team(authority: Authority, telemetry: TelemetryCapture, **team: objec
     return RoundRobinGroupChat([researcher, writer], termination_condition=MaxMessageTermination(6), **team)  # type: ignore[arg-type]
 
 
-async def test_without_the_helper_autogen_reports_a_runtime_error(
+async def test_a_plain_team_run_raises_the_typed_error_which_is_also_autogens_runtime_error(
     authority: Authority, instrumented: TelemetryCapture
 ) -> None:
     team = writer_team(authority, instrumented)
 
-    with pytest.raises(RuntimeError, match=r"^BudgetExceededError: "):
-        await team.run(task="Analyze AI safety trends.")
-
-
-async def test_the_guides_except_budget_exceeded_error_catches_a_team_denial(
-    authority: Authority, instrumented: TelemetryCapture
-) -> None:
-    team = stop_on_budget(writer_team(authority, instrumented))
-
     with pytest.raises(BudgetExceededError) as caught:
         await team.run(task="Analyze AI safety trends.")
 
-    assert caught.value.error_code == "BUDGET_EXCEEDED"
-    assert caught.value.request_id
-    assert isinstance(caught.value.__cause__, RuntimeError)
+    error = caught.value
+    assert isinstance(error, RuntimeError)  # code written against AutoGen's error keeps catching it
+    assert type(error).__name__ == "BudgetExceededError"
+    assert error.error_code == "BUDGET_EXCEEDED"
+    assert error.request_id
+    assert isinstance(error.__cause__, RuntimeError)
+    assert str(error.__cause__).startswith("BudgetExceededError: ")
     snap = authority.assert_settled()
     committed = [r for r in snap.reservations if r.status == "COMMITTED"]
     assert [r.subject["agent"] for r in committed] == ["researcher"]
@@ -71,6 +66,59 @@ async def test_the_guides_except_budget_exceeded_error_catches_a_team_denial(
         if (s.attributes or {}).get("cycles.decision") == "DENY"
     ]
     assert [(s.attributes or {})["cycles.subject.agent"] for s in denied] == ["writer"]
+
+
+async def test_opting_out_leaves_autogens_runtime_error_and_stop_on_budget_still_types_it(
+    authority: Authority, instrumented: TelemetryCapture
+) -> None:
+    try:
+        assert typed_team_errors(False) is False
+        budgeted(authority, instrumented, replay("x"))  # a new client does not install it again
+
+        with pytest.raises(RuntimeError, match=r"^BudgetExceededError: ") as caught:
+            await writer_team(authority, instrumented).run(task="Analyze AI safety trends.")
+        assert not isinstance(caught.value, BudgetExceededError)
+
+        with pytest.raises(BudgetExceededError):
+            await stop_on_budget(writer_team(authority, instrumented)).run(task="Analyze AI safety trends.")
+    finally:
+        assert typed_team_errors(True) is True
+
+
+async def test_other_errors_of_a_team_are_untouched(
+    authority: Authority, instrumented: TelemetryCapture
+) -> None:
+    inner = replay(reply("finding", 50, 10))
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise ConnectionResetError("the model endpoint hung up")
+
+    inner.create = broken  # type: ignore[method-assign]
+    shared = budgeted(authority, instrumented, inner, estimate_amount=100_000)
+    team = RoundRobinGroupChat([AssistantAgent("researcher", model_client=shared)], max_turns=1)
+
+    with pytest.raises(RuntimeError, match=r"^ConnectionResetError: the model endpoint hung up") as caught:
+        await team.run(task="Analyze AI safety trends.")
+
+    assert type(caught.value) is RuntimeError
+    assert authority.assert_settled().count(status="RELEASED") == 1
+
+
+async def test_an_authority_outage_raises_typed_and_is_no_budget_stop(
+    authority: Authority, instrumented: TelemetryCapture
+) -> None:
+    authority.server.faults.fail("reserve", 503, times=10)  # runcycles retries a 5xx reserve
+    team = stop_on_budget(writer_team(authority, instrumented), raise_error=False)
+
+    with pytest.raises(CyclesProtocolError) as caught:
+        await team.run(task="Analyze AI safety trends.")
+
+    assert isinstance(caught.value, RuntimeError)
+    assert caught.value.status == 503
+    assert not isinstance(caught.value, BudgetExceededError)
+    reservation = instrumented.span("cycles.reservation").attributes or {}
+    assert "cycles.decision" not in reservation
+    assert reservation["error.type"] == "CyclesProtocolError"
 
 
 async def test_a_stopped_team_can_return_its_result_with_the_reason(
@@ -91,7 +139,7 @@ async def test_a_team_on_an_app_runtime_is_stopped_too(
 ) -> None:
     runtime = SingleThreadedAgentRuntime()
     runtime.start()  # started before the run: its tasks never saw the run's context
-    team = stop_on_budget(writer_team(authority, instrumented, runtime=runtime))
+    team = writer_team(authority, instrumented, runtime=runtime)
 
     with pytest.raises(BudgetExceededError):
         await team.run(task="Analyze AI safety trends.")
@@ -112,13 +160,11 @@ async def test_the_selectors_calls_are_budgeted_under_their_own_agent(
     )
     researcher = AssistantAgent("researcher", model_client=shared, description="Finds facts.")
     writer = AssistantAgent("writer", model_client=shared, description="Writes.")
-    team = stop_on_budget(
-        SelectorGroupChat(
-            [researcher, writer],
-            model_client=shared.with_agent("selector"),
-            termination_condition=MaxMessageTermination(3),
-            allow_repeated_speaker=True,
-        )
+    team = SelectorGroupChat(
+        [researcher, writer],
+        model_client=shared.with_agent("selector"),
+        termination_condition=MaxMessageTermination(3),
+        allow_repeated_speaker=True,
     )
 
     await team.run(task="Write a note.")
@@ -139,15 +185,13 @@ async def test_a_denied_selector_stops_the_team_with_the_typed_error(
 ) -> None:
     authority.server.set_budget("tenant:acme/agent:selector", 10)
     shared = budgeted(authority, instrumented, replay(reply("writer", 40, 1)), estimate_amount=100_000)
-    team = stop_on_budget(
-        SelectorGroupChat(
-            [
-                AssistantAgent("researcher", model_client=shared),
-                AssistantAgent("writer", model_client=shared),
-            ],
-            model_client=shared.with_agent("selector"),
-            termination_condition=MaxMessageTermination(3),
-        )
+    team = SelectorGroupChat(
+        [
+            AssistantAgent("researcher", model_client=shared),
+            AssistantAgent("writer", model_client=shared),
+        ],
+        model_client=shared.with_agent("selector"),
+        termination_condition=MaxMessageTermination(3),
     )
 
     with pytest.raises(BudgetExceededError):
@@ -169,9 +213,28 @@ async def test_a_swarm_stops_with_the_typed_error(
     approver = AssistantAgent(
         "approver", model_client=budgeted(authority, instrumented, inner, estimate_amount=100_000)
     )
-    team = stop_on_budget(Swarm([approver, reviewer], termination_condition=MaxMessageTermination(3)))
+    team = Swarm([approver, reviewer], termination_condition=MaxMessageTermination(3))
 
     with pytest.raises(BudgetExceededError):
+        await team.run(task="Review this budget proposal.")
+
+    assert authority.assert_settled().reservations == []
+
+
+async def test_a_magentic_one_team_raises_the_typed_error_of_its_orchestrator(
+    authority: Authority, instrumented: TelemetryCapture
+) -> None:
+    from autogen_agentchat.teams import MagenticOneGroupChat
+
+    authority.server.set_budget("tenant:acme/agent:orchestrator", 10)
+    shared = budgeted(authority, instrumented, replay(reply("facts", 20, 3)), estimate_amount=100_000)
+    team = MagenticOneGroupChat(
+        [AssistantAgent("researcher", model_client=shared)],
+        model_client=shared.with_agent("orchestrator"),
+        max_turns=2,
+    )
+
+    with pytest.raises(BudgetExceededError):  # the orchestrator's own error reaches run() unwrapped
         await team.run(task="Review this budget proposal.")
 
     assert authority.assert_settled().reservations == []

@@ -176,7 +176,13 @@ from cycles_otel.autogen.client import BudgetedChatCompletionClient
 from cycles_otel.autogen.config import BudgetedChatCompletionClientConfig
 from cycles_otel.autogen.estimate import EstimateError, character_token_count
 from cycles_otel.autogen.reservation import AppliedCaps, apply_caps
-from cycles_otel.autogen.team import BUDGET_STOP_PREFIX, budget_stop_reason, is_budget_stop, stop_on_budget
+from cycles_otel.autogen.team import (
+    BUDGET_STOP_PREFIX,
+    budget_stop_reason,
+    is_budget_stop,
+    stop_on_budget,
+    typed_team_errors,
+)
 
 __all__ = [
     "BUDGET_STOP_PREFIX",
@@ -191,4 +197,5 @@ __all__ = [
     "character_token_count",
     "is_budget_stop",
     "stop_on_budget",
+    "typed_team_errors",
 ]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import os
 import warnings
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from autogen_core import CancellationToken, Component
 from autogen_core.models import (
@@ -22,30 +23,29 @@ from opentelemetry import context as otel_context
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 from pydantic import BaseModel
-from runcycles import (  # type: ignore[import-untyped]
-    AsyncCyclesClient,
-    CyclesClient,
-    CyclesConfig,
-    Subject,
-)
+from runcycles import AsyncCyclesClient, CyclesClient  # type: ignore[import-untyped]
 from typing_extensions import Self
 
-from cycles_otel.autogen.arguments import check_base_url, check_flag, check_subject, tool_names
 from cycles_otel.autogen.attribution import CallingAgent, calling_agent
-from cycles_otel.autogen.call import Governance, GovernedCall, Settlements
+from cycles_otel.autogen.authority import Authority
 from cycles_otel.autogen.config import (
+    GUIDE_ESTIMATE,
     BudgetedChatCompletionClientConfig,
+    ClientSettings,
     cycles_config_for_load,
     without_secrets,
 )
 from cycles_otel.autogen.estimate import EstimateAmount, Estimator, Tools
-from cycles_otel.autogen.telemetry import CallFacts, ClientTelemetry
-from cycles_otel.autogen.usage import configured_output_cap, inner_model, provider_name
+from cycles_otel.autogen.lifecycle import GovernedCall
+from cycles_otel.autogen.plan import CostModel, Governance
+from cycles_otel.autogen.settlement import Settlements
+from cycles_otel.autogen.team import install_on_first_client, record_failure
+from cycles_otel.autogen.telemetry import ClientFacts, ClientTelemetry
+from cycles_otel.autogen.usage import inner_model, provider_name
 from cycles_otel.content import capture_content_enabled
 from cycles_otel.pricing import PriceTable
 from cycles_otel.protocol import CyclesInstrumentor
 
-SUPPORTED_UNITS = ("USD_MICROCENTS", "TOKENS")
 # How long a background commit may wait for calls still awaiting their answers (a quarter of the TTL
 # at most): meanwhile the reservation holds its estimate, not the actual cost.
 SETTLE_DEFER_MAX_S = 0.5
@@ -57,18 +57,15 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
     See :mod:`cycles_otel.autogen` for the manual (arguments, estimates, settlement rules, spans,
     metrics, teams, serialisation).
 
-    ``create()`` commits in a task of its own, so a caller cancelled after the model has answered
-    still commits. By default ``create()`` waits for that commit. With
-    ``settle_in_background=True`` it returns the ``CreateResult`` as soon as the inner client
-    answers and the commit lands later: one authority round trip off every call's latency, and in
-    a burst a commit also waits (at most 0.5 s, or a quarter of ``ttl_ms``) until no ``create()``
-    of this client awaits its answer. ``await client.settled()`` waits for every commit started so
-    far; ``close()`` does so before closing anything. A background commit that fails never raises
-    into the caller: its ``cycles.reservation`` span, which ends only once the commit has landed,
-    says ``cycles.outcome=failed``, and runcycles retries it (journaled first, when its journal is
-    on). Settle before the event loop stops (``close()`` or ``settled()``): a commit still running
-    then survives only in runcycles' journal. ``create_stream()`` always commits before its
-    generator ends.
+    A settlement runs in a task of its own: a caller (or stream consumer) cancelled after the model
+    has answered still commits, and the span ends with the outcome. By default ``create()``
+    returns once the commit has landed. With ``settle_in_background=True`` it returns as soon as
+    the commit is in runcycles' journal (so a crash right after loses nothing) and the commit lands
+    later: one authority round trip off every call, and in a burst a commit also waits (at most
+    0.5 s, or a quarter of ``ttl_ms``) until no ``create()`` of this client awaits its answer.
+    ``await client.settled()`` waits for every commit started so far; ``close()`` does so before
+    closing anything. A commit that fails never raises into the caller: its ``cycles.reservation``
+    span says ``cycles.outcome=failed``, and runcycles retries it from its journal.
     """
 
     component_type = "model"
@@ -98,91 +95,109 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
         max_output_tokens: int | None = None,
         emit_inference_span: bool = True,
         capture_content: bool | None = None,
+        settle_in_background: bool = False,
+        on_authority_error: Literal["raise", "allow"] = "raise",
+        tokenizer: Literal["auto", "characters"] = "auto",
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         instrument_protocol: bool = True,
-        settle_in_background: bool = False,
     ) -> None:
         if not isinstance(inner, ChatCompletionClient):
             raise TypeError(f"inner must be an AutoGen ChatCompletionClient, got {type(inner).__name__}")
-        unit = getattr(unit, "value", unit)
-        if unit not in SUPPORTED_UNITS:
-            raise ValueError(f"unit={unit!r}: model calls are priced in one of {', '.join(SUPPORTED_UNITS)}")
-        if max_output_tokens is not None and (isinstance(max_output_tokens, bool) or max_output_tokens < 1):
-            raise ValueError(f"max_output_tokens must be a positive int, got {max_output_tokens!r}")
-        self._settle_in_background = check_flag("settle_in_background", settle_in_background)
-        self._settle_defer_s = min(SETTLE_DEFER_MAX_S, ttl_ms / 4_000) if settle_in_background else 0.0
-        self._settlements = Settlements()  # shared with with_agent() twins: close() waits for theirs too
-        self._inner = inner
-        self._cycles, self._owns_cycles = _async_client(cycles_client)
-        config: CyclesConfig = self._cycles._config
-        self._subject = {
-            field: value
-            for field, value in (
-                ("tenant", tenant or config.tenant),
-                ("workspace", workspace or config.workspace),
-                ("app", app or config.app),
-                ("workflow", workflow or config.workflow),
-                ("toolset", toolset or config.toolset),
-            )
-            if value
-        }
-        check_subject(self._subject if agent is None else {**self._subject, "agent": agent})
-        check_base_url(config.base_url)
-        self._agent = agent
-        self._configured_agent = config.agent
-        resolved_model = model or inner_model(inner)
-        if not resolved_model:
+        _check_types(pricing, tracer_provider, meter_provider, instrument_protocol)
+        authority = Authority.of(cycles_client)
+        config = authority.config
+        _check_base_url(config.base_url)
+        estimate_function = estimate_amount if callable(estimate_amount) else None
+        settings = ClientSettings.validated(
+            tenant=_given(tenant, config.tenant),
+            workspace=_given(workspace, config.workspace),
+            app=_given(app, config.app),
+            workflow=_given(workflow, config.workflow),
+            toolset=_given(toolset, config.toolset),
+            agent=agent,
+            action_kind=action_kind,
+            model=model or inner_model(inner),
+            estimate_amount=None if estimate_function is not None else estimate_amount,
+            max_output_tokens=max_output_tokens,
+            unit=getattr(unit, "value", unit),
+            ttl_ms=ttl_ms,
+            overage_policy=getattr(overage_policy, "value", overage_policy),
+            tool_allowlist=tool_allowlist,
+            tool_denylist=tool_denylist,
+            emit_inference_span=emit_inference_span,
+            capture_content=capture_content_enabled(os.environ)
+            if capture_content is None
+            else capture_content,
+            settle_in_background=settle_in_background,
+            on_authority_error=on_authority_error,
+            tokenizer=tokenizer,
+        )
+        if settings.model is None:
             raise ValueError(
                 f"model=: {type(inner).__name__} does not say which model it calls; pass model='<model id>' "
                 "so calls can be priced and named"
             )
-        self._model = resolved_model
-        self._pricing = pricing or PriceTable.from_env()
-        if unit == "USD_MICROCENTS":
-            self._pricing.price_for(resolved_model)  # UnknownModelError now, not at the first call
-        self._estimator = Estimator(inner, estimate_amount, unit)
-        self._max_output_tokens = max_output_tokens
+        if settings.settle_in_background and not authority.journaled:
+            raise ValueError(
+                "settle_in_background=True needs runcycles' commit journal, so that a crash right after "
+                "create() returns loses nothing: keep journal_enabled=True in the CyclesConfig "
+                "(CYCLES_JOURNAL_ENABLED), or settle in the foreground"
+            )
+        prices = pricing if pricing is not None else PriceTable.from_env()
+        if settings.unit == "USD_MICROCENTS":
+            prices.price_for(settings.model)  # UnknownModelError now, not at the first call
+        self._inner = inner
+        self._estimate_function = estimate_function
         self._governance = Governance(
+            settings=settings,
             inner=inner,
-            cycles=self._cycles,
-            pricing=self._pricing,
-            model=resolved_model,
-            unit=unit,
-            action_kind=action_kind,
-            ttl_ms=ttl_ms,
-            overage_policy=overage_policy,
-            tool_allowlist=tool_names("tool_allowlist", tool_allowlist),
-            tool_denylist=tool_names("tool_denylist", tool_denylist),
+            authority=authority,
+            costs=CostModel(prices, settings.model, settings.unit),
+            estimator=Estimator(
+                inner,
+                estimate_function or settings.estimate_amount,
+                settings.unit,
+                default=GUIDE_ESTIMATE,
+                require_cap=settings.overage_policy == "REJECT",
+                tokenizer=settings.tokenizer == "auto",
+            ),
+            provider=provider_name(inner, settings.model),
+            fallback_agent=config.agent or None,
         )
-        if capture_content is None:
-            capture_content = capture_content_enabled(os.environ)
-        self._emit_inference_span = emit_inference_span
-        self._capture_content = capture_content
-        self._providers = (tracer_provider, meter_provider)
         self._telemetry = ClientTelemetry(
+            ClientFacts(settings.model, self._governance.provider, settings.unit, settings.action_kind),
             tracer_provider,
             meter_provider,
-            emit_inference_span=emit_inference_span,
-            capture_content=capture_content,
+            emit_inference_span=settings.emit_inference_span,
+            capture_content=bool(settings.capture_content),
         )
-        self._provider_name = provider_name(inner, resolved_model)
-        self._instrument_protocol = instrument_protocol
+        # Shared with with_agent() twins: close() waits for theirs too.
+        defer_s = min(SETTLE_DEFER_MAX_S, settings.ttl_ms / 4_000) if settings.settle_in_background else 0.0
+        self._settlements = Settlements(defer_s)
+        self._owns_authority = True
         if instrument_protocol:
             _ensure_protocol_spans(tracer_provider, meter_provider)
-        self._estimate_amount = estimate_amount
+        install_on_first_client()
+        authority.replay()
+
+    @property
+    def _settings(self) -> ClientSettings:
+        return self._governance.settings
 
     # --- derived clients -----------------------------------------------------------------------
     def with_agent(self, agent: str) -> BudgetedChatCompletionClient:
         """The same governance attributed to ``agent``: one line for a team's selector or manager.
 
         ``SelectorGroupChat(..., model_client=client.with_agent("selector"))``. Shares the inner
-        client and the Cycles client.
+        client, the Cycles client and the pending settlements; ``agent`` is checked like the
+        constructor's.
         """
+        settings = ClientSettings.validated(**{**self._settings.model_dump(), "agent": agent})
         twin = object.__new__(type(self))
         twin.__dict__.update(self.__dict__)
-        twin._agent = agent
-        twin._owns_cycles = False
+        twin._governance = dataclasses.replace(self._governance, settings=settings)
+        twin._owns_authority = False
         return twin
 
     # --- ChatCompletionClient ------------------------------------------------------------------
@@ -196,14 +211,14 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
         extra_create_args: Mapping[str, Any] = {},
         cancellation_token: CancellationToken | None = None,
     ) -> CreateResult:
-        call = await self._start(
+        call = await self._call(
             messages, tools, extra_create_args, calling_agent(), otel_context.get_current()
         )
         try:
             with self._settlements.answering():
                 await call.reserve()
-                call_tools, call_args, _ = call.shape(tools, extra_create_args, stream=False)
-                with call.telemetry.inference():
+                call_tools, call_args, _ = call.request(tools, extra_create_args, stream=False)
+                with call.inference():
                     result = await self._inner.create(
                         messages,
                         tools=call_tools,
@@ -212,16 +227,12 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
                         extra_create_args=call_args,
                         cancellation_token=cancellation_token,
                     )
-            call.finish(result)
+            call.stop(result)
         except BaseException as exc:  # CancelledError included: the reservation must not leak
-            try:
-                await call.abort(exc)
-            finally:
-                call.end()
+            call.fail(exc)
+            await call.finish()
             raise
-        settling = self._settlements.start(call, self._settle_defer_s)  # the task owns the call and span now
-        if not self._settle_in_background:
-            await asyncio.shield(settling)  # a cancelled caller leaves the commit running
+        await call.finish(background=self._settings.settle_in_background)
         return result
 
     def create_stream(
@@ -251,12 +262,11 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
         agent: CallingAgent | None,
         parent: otel_context.Context,
     ) -> AsyncGenerator[str | CreateResult, None]:
-        call = await self._start(messages, tools, extra_create_args, agent, parent)
-        streamed: list[str] = []
+        call = await self._call(messages, tools, extra_create_args, agent, parent)
         try:
             await call.reserve()
-            call_tools, call_args, usage_kwargs = call.shape(tools, extra_create_args, stream=True)
-            with call.telemetry.inference():
+            call_tools, call_args, usage_kwargs = call.request(tools, extra_create_args, stream=True)
+            with call.inference():
                 chunks = self._inner.create_stream(
                     messages,
                     tools=call_tools,
@@ -268,28 +278,27 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
                 )
             try:
                 while True:
-                    with call.telemetry.inference():  # attached per step: never across a yield
+                    with call.inference():  # attached per step: never across a yield
                         try:
                             item = await chunks.__anext__()
                         except StopAsyncIteration:
                             break
                     if isinstance(item, CreateResult):
-                        call.finish(item)
+                        call.stop(item)
                     else:
-                        streamed.append(item)
+                        call.streamed(item)
                     yield item
             finally:
                 close = getattr(chunks, "aclose", None)  # an abandoned inner stream must stop too
                 if close is not None:
                     await close()
-            await call.commit()
         except BaseException as exc:  # GeneratorExit (abandoned), CancelledError, errors mid-stream
-            await call.abort(exc, "".join(streamed))
+            call.fail(exc)
             raise
         finally:
-            call.end()
+            await call.finish()
 
-    async def _start(
+    async def _call(
         self,
         messages: Sequence[LLMMessage],
         tools: Tools,
@@ -297,27 +306,14 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
         agent: CallingAgent | None,
         parent: otel_context.Context,
     ) -> GovernedCall:
-        """Attribute and estimate the call (errors here reserve nothing), then open its span."""
-        output_cap = self._max_output_tokens or configured_output_cap(self._inner, extra_create_args)
-        estimate = await self._estimator.estimate(messages, tools, self._model, self._pricing, output_cap)
-        agent_name = self._agent or (agent.name if agent is not None else None) or self._configured_agent
-        subject = dict(self._subject)
-        if agent_name:
-            subject["agent"] = agent_name
-        facts = CallFacts(
-            model=self._model,
-            provider=self._provider_name,
-            subject=subject,
-            action_kind=self._governance.action_kind,
-            unit=self._governance.unit,
-            estimate=estimate.amount,
-            estimate_source=estimate.source,
-            agent_name=agent_name,
-            agent_id=agent.id if agent is not None else None,
-        )
-        cycles_subject = Subject(**subject)  # validated before a span exists that would have to be ended
-        telemetry = self._telemetry.start(facts, parent)
-        return GovernedCall(self._governance, cycles_subject, estimate, agent, telemetry, messages)
+        """Plan the call (errors here reserve nothing), then open its span."""
+        try:
+            plan = await self._governance.plan(messages, tools, extra_create_args, agent)
+        except Exception as exc:
+            record_failure(exc, agent)
+            raise
+        telemetry = self._telemetry.start(plan, parent)
+        return GovernedCall(self._governance, plan, telemetry, messages, self._settlements)
 
     async def settled(self) -> None:
         """Wait until every commit started so far by this client (and its ``with_agent`` twins) has landed.
@@ -330,8 +326,8 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
     async def close(self) -> None:
         await self._settlements.wait()
         await self._inner.close()
-        if self._owns_cycles:
-            await self._cycles.aclose()
+        if self._owns_authority:
+            await self._governance.authority.aclose()
 
     def actual_usage(self) -> RequestUsage:
         return self._inner.actual_usage()
@@ -362,69 +358,67 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
 
     # --- Component -----------------------------------------------------------------------------
     def _to_config(self) -> BudgetedChatCompletionClientConfig:
-        if callable(self._estimate_amount):
+        if self._estimate_function is not None:
             raise ValueError(
                 "estimate_amount is a callable and cannot be dumped: pass an int estimate_amount "
                 "(or none, for the priced default) to dump this client"
             )
-        g = self._governance
         return BudgetedChatCompletionClientConfig(
             inner=without_secrets(self._inner.dump_component()),
-            base_url=self._cycles._config.base_url,
-            agent=self._agent,
-            action_kind=g.action_kind,
-            model=g.model,
-            estimate_amount=self._estimate_amount,
-            max_output_tokens=self._max_output_tokens,
-            unit=g.unit,
-            ttl_ms=g.ttl_ms,
-            overage_policy=g.overage_policy,
-            tool_allowlist=list(g.tool_allowlist) if g.tool_allowlist is not None else None,
-            tool_denylist=list(g.tool_denylist) if g.tool_denylist is not None else None,
-            emit_inference_span=self._emit_inference_span,
-            capture_content=self._capture_content,
-            settle_in_background=self._settle_in_background,
-            **self._subject,
+            base_url=self._governance.authority.config.base_url,
+            **self._settings.model_dump(),
         )
 
     @classmethod
     def _from_config(cls, config: BudgetedChatCompletionClientConfig) -> Self:
+        settings = config.settings()
         return cls(
             ChatCompletionClient.load_component(config.inner),
             AsyncCyclesClient(cycles_config_for_load(config.base_url)),
-            tenant=config.tenant,
-            workflow=config.workflow,
-            agent=config.agent,
-            estimate_amount=config.estimate_amount,
-            workspace=config.workspace,
-            app=config.app,
-            toolset=config.toolset,
-            action_kind=config.action_kind,
-            model=config.model,
-            unit=config.unit,
-            ttl_ms=config.ttl_ms,
-            overage_policy=config.overage_policy,
-            tool_allowlist=config.tool_allowlist,
-            tool_denylist=config.tool_denylist,
-            max_output_tokens=config.max_output_tokens,
-            emit_inference_span=config.emit_inference_span,
-            capture_content=config.capture_content,
-            settle_in_background=config.settle_in_background,
+            **settings.model_dump(),
         )
 
 
-def _async_client(client: AsyncCyclesClient | CyclesClient | None) -> tuple[AsyncCyclesClient, bool]:
-    """The async client to use, and whether we created it (and so close it)."""
-    if isinstance(client, AsyncCyclesClient):
-        return client, False
-    if isinstance(client, CyclesClient):  # the guide's synchronous client: same config, async transport
-        return AsyncCyclesClient(client._config), True
-    if client is None:
-        return AsyncCyclesClient(CyclesConfig.from_env()), True
-    raise TypeError(
-        f"cycles_client must be a runcycles AsyncCyclesClient, CyclesClient or None (CYCLES_* env), "
-        f"got {type(client).__name__}"
-    )
+def _given(value: str | None, configured: str | None) -> str | None:
+    """An argument, else the Cycles config's value (an empty environment variable counts as unset)."""
+    return value if value is not None else (configured or None)
+
+
+def _check_types(
+    pricing: object, tracer_provider: object, meter_provider: object, instrument_protocol: object
+) -> None:
+    for name, value, expected in (
+        ("pricing", pricing, PriceTable),
+        ("tracer_provider", tracer_provider, TracerProvider),
+        ("meter_provider", meter_provider, MeterProvider),
+    ):
+        if value is not None and not isinstance(value, expected):
+            raise TypeError(
+                f"{name} must be a {expected.__module__}.{expected.__name__} or None, "
+                f"got {type(value).__name__}"
+            )
+    if not isinstance(instrument_protocol, bool):
+        raise TypeError(
+            f"instrument_protocol must be True or False, got {instrument_protocol!r} "
+            f"({type(instrument_protocol).__name__})"
+        )
+
+
+def _check_base_url(base_url: str) -> None:
+    """Raise ``ValueError`` unless the Cycles base URL is an absolute http(s) URL with a valid port."""
+    parts = urlsplit(base_url)
+    problem = None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problem = "is not an absolute URL"
+    else:
+        try:
+            parts.port  # noqa: B018 - raises for a port that is not a number from 0 to 65535
+        except ValueError:
+            problem = "has no valid port (a number from 1 to 65535)"
+    if problem:
+        raise ValueError(
+            f"base_url={base_url!r} (CYCLES_BASE_URL) {problem}: write it as http://host:port or https://host"
+        )
 
 
 def _ensure_protocol_spans(

@@ -15,6 +15,7 @@ from autogen_core import Image
 from autogen_core.models import ChatCompletionClient, LLMMessage
 from autogen_core.tools import Tool, ToolSchema
 
+from cycles_otel.autogen.config import MAX_AMOUNT
 from cycles_otel.pricing import PriceTable
 
 logger = logging.getLogger(__name__)
@@ -27,9 +28,9 @@ SOURCE_FIXED: Final = "fixed"
 SOURCE_CALLABLE: Final = "callable"
 SOURCE_TOKENIZER: Final = "tokenizer"
 SOURCE_CHARACTERS: Final = "characters"
+SOURCE_DEFAULT: Final = "default"
 
 TOKENIZER_TIMEOUT_S: Final = 2.0
-MAX_AMOUNT: Final = 2**63 - 1  # amounts are int64 in the protocol
 """tiktoken downloads its BPE files on first use: offline that can hang, so it gets this long once."""
 CHARS_PER_TOKEN: Final = 3
 """Conservative (English averages about 4): an estimate should err on the high side."""
@@ -51,26 +52,30 @@ class Estimate:
 
 
 class Estimator:
-    """Makes the estimate of one call; remembers when the inner tokenizer cannot be used."""
+    """Makes the estimate of one call; remembers when the inner tokenizer cannot be used.
 
-    def __init__(self, inner: ChatCompletionClient, amount: EstimateAmount, unit: str) -> None:
-        if (
-            amount is not None
-            and not callable(amount)
-            and (isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount <= MAX_AMOUNT)
-        ):
-            raise EstimateError(
-                f"estimate_amount must be an int >= 0 and <= {MAX_AMOUNT} (the protocol's int64 maximum), "
-                f"a callable (messages, tools) -> int, or None; got {amount!r}"
-            )
+    In order: a fixed ``amount``, a callable ``amount(messages, tools)``, priced input tokens plus
+    the output cap when a cap is known, else ``default`` (the guide's 2,000,000 per call). With
+    ``require_cap`` (a ``REJECT`` overage policy, where a commit above its reservation is refused)
+    a call with neither an amount nor a cap fails instead: a flat default could be too small.
+    """
+
+    def __init__(
+        self,
+        inner: ChatCompletionClient,
+        amount: EstimateAmount,
+        unit: str,
+        *,
+        default: int,
+        require_cap: bool = False,
+        tokenizer: bool = True,
+    ) -> None:
         self._inner = inner
         self._amount = amount
         self._unit = unit
-        self._tokenizer_ok: bool | None = None  # None: not tried yet
-
-    @property
-    def fixed_amount(self) -> int | None:
-        return self._amount if isinstance(self._amount, int) else None
+        self._default = default
+        self._require_cap = require_cap
+        self._tokenizer_ok: bool | None = None if tokenizer else False  # None: not tried yet
 
     async def estimate(
         self,
@@ -85,10 +90,14 @@ class Estimator:
         if self._amount is not None:
             return Estimate(self._call(messages, tools), SOURCE_CALLABLE, output_cap=output_cap)
         if output_cap is None:
-            raise EstimateError(
-                "cannot estimate the cost of this call: no output-token cap is known. Pass "
-                "max_output_tokens=<int> (or max_tokens on the inner client), or estimate_amount=<int>"
-            )
+            if self._require_cap:
+                raise EstimateError(
+                    "cannot estimate the cost of this call under overage_policy='REJECT': no output-token "
+                    "cap is known, and a commit above its reservation would be refused. Pass "
+                    "max_output_tokens=<int> (or max_tokens on the request or inner client), or "
+                    "estimate_amount=<int>"
+                )
+            return Estimate(self._default, SOURCE_DEFAULT)
         input_tokens, source = await self.input_tokens(messages, tools)
         if self._unit == "TOKENS":
             return Estimate(input_tokens + output_cap, source, input_tokens, output_cap)
@@ -116,11 +125,13 @@ class Estimator:
                         lambda: self._inner.count_tokens(messages, tools=tools), TOKENIZER_TIMEOUT_S
                     )
             except Exception as exc:  # offline tiktoken, a client without a tokenizer, a timeout
+                first_line = (str(exc).strip().splitlines() or [""])[0][:200]
                 logger.warning(
-                    "cycles_otel: %s.count_tokens failed (%s: %s); counting characters instead from now on",
+                    "cycles_otel: %s.count_tokens failed (%s: %s); estimating from characters from now on "
+                    "(tokenizer='characters' skips the attempt)",
                     type(self._inner).__name__,
                     type(exc).__name__,
-                    exc,
+                    first_line,
                 )
                 self._tokenizer_ok = False
             else:

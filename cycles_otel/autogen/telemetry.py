@@ -3,29 +3,29 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Final
 
 from autogen_core.models import CreateResult, LLMMessage
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.util.types import AttributeValue
+from runcycles import CyclesProtocolError  # type: ignore[import-untyped]
 
 from cycles_otel import semconv as sc
-from cycles_otel.cardinality import CardinalityGuard
+from cycles_otel.autogen.messages import input_messages, output_messages
+from cycles_otel.autogen.plan import CallPlan, Priced
+from cycles_otel.autogen.reservation import deny_detail
 from cycles_otel.failsafe import never_raises
 from cycles_otel.instruments import get_instruments
 from cycles_otel.version import __version__
 
-logger = logging.getLogger(__name__)
-
-TRACER_NAME = "cycles_otel.autogen"
+TRACER_NAME: Final = "cycles_otel.autogen"
 
 
 @dataclass(frozen=True)
@@ -51,18 +51,13 @@ class GenAiLabels:
 
 
 @dataclass(frozen=True)
-class CallFacts:
-    """What is known about a call before anything is reserved."""
+class ClientFacts:
+    """What every call of one client reports the same way."""
 
     model: str
     provider: str
-    subject: Mapping[str, str]
-    action_kind: str
     unit: str
-    estimate: int
-    estimate_source: str
-    agent_name: str | None
-    agent_id: str | None
+    action_kind: str
 
 
 class ClientTelemetry:
@@ -70,91 +65,97 @@ class ClientTelemetry:
 
     def __init__(
         self,
+        facts: ClientFacts,
         tracer_provider: TracerProvider | None,
         meter_provider: MeterProvider | None,
         *,
         emit_inference_span: bool,
         capture_content: bool,
     ) -> None:
+        self.facts = facts
         self.tracer = trace.get_tracer(TRACER_NAME, __version__, tracer_provider, schema_url=sc.SCHEMA_URL)
         self.instruments = get_instruments(meter_provider)
         self.emit_inference_span = emit_inference_span
         self.capture_content = capture_content
-        self._genai_labels: dict[tuple[CardinalityGuard, str, str], GenAiLabels] = {}
-        self._cost_labels: dict[tuple[CardinalityGuard, str, str], Mapping[str, AttributeValue]] = {}
+        self._genai_labels = self._bounded_genai_labels()
+        self._cost_labels: dict[str, Mapping[str, AttributeValue]] = {}
 
-    def genai_labels(self, provider: str, model: str) -> GenAiLabels:
-        """The GenAI metric labels of ``model``, built once per guard that admits the model."""
-        guard = self.instruments.guard
-        found = self._genai_labels.get((guard, provider, model))
+    def _bounded_genai_labels(self) -> GenAiLabels:
+        bounded_model = self.instruments.guard.bound(sc.GEN_AI_REQUEST_MODEL, self.facts.model)
+        return GenAiLabels.of(self.facts.provider, bounded_model)
+
+    @property
+    def genai_labels(self) -> GenAiLabels:
+        """The GenAI metric labels; a model collapsed to ``other`` is asked (and counted) each call."""
+        if self._genai_labels.call[sc.GEN_AI_REQUEST_MODEL] != self.facts.model:
+            return self._bounded_genai_labels()
+        return self._genai_labels
+
+    def cost_labels(self, agent: str) -> Mapping[str, AttributeValue]:
+        """The cost counter's labels for ``agent``, built once per agent the guard admits."""
+        found = self._cost_labels.get(agent)
         if found is not None:
             return found
-        bounded = guard.bound(sc.GEN_AI_REQUEST_MODEL, model)
-        found = GenAiLabels.of(provider, bounded)
-        # An admitted value stays admitted; a collapsed one is asked again (and counted) each call.
-        if bounded == model:
-            self._genai_labels[(guard, provider, model)] = found
-        return found
-
-    def cost_labels(self, model: str, agent: str) -> Mapping[str, AttributeValue]:
-        """The cost counter's labels for ``model`` and ``agent``, built once per guard that admits both."""
         guard = self.instruments.guard
-        found = self._cost_labels.get((guard, model, agent))
-        if found is not None:
-            return found
-        bounded_model = guard.bound(sc.GEN_AI_REQUEST_MODEL, model)
         bounded_agent = guard.bound(sc.GEN_AI_AGENT_NAME, agent)
+        bounded_model = self.genai_labels.call[sc.GEN_AI_REQUEST_MODEL]
         found = {sc.GEN_AI_REQUEST_MODEL: bounded_model, sc.GEN_AI_AGENT_NAME: bounded_agent}
         # An admitted pair stays admitted; a collapsed value is asked (and counted) again each call.
-        if bounded_model == model and bounded_agent == agent:
-            self._cost_labels[(guard, model, agent)] = found
+        if bounded_agent == agent and bounded_model == self.facts.model:
+            self._cost_labels[agent] = found
         return found
 
-    def start(self, facts: CallFacts, parent: Context | None) -> CallTelemetry:
-        return CallTelemetry(self, facts, parent)
+    def start(self, plan: CallPlan, parent: Context | None) -> CallTelemetry:
+        return CallTelemetry(self, plan, parent)
 
 
 class CallTelemetry:
-    """Spans and metrics of one governed call. Every method is safe to call in any order."""
+    """Spans and metrics of one governed call. Every step is guarded: telemetry never fails the call."""
 
-    def __init__(self, owner: ClientTelemetry, facts: CallFacts, parent: Context | None) -> None:
+    def __init__(self, owner: ClientTelemetry, plan: CallPlan, parent: Context | None) -> None:
         self._owner = owner
-        self._facts = facts
+        self._plan = plan
         self._inference: Span | None = None
         self._inference_start = 0.0
+        self.span: Span = INVALID_SPAN
+        self._begin(parent)
+
+    @never_raises
+    def _begin(self, parent: Context | None) -> None:
+        facts, plan = self._owner.facts, self._plan
         attributes: dict[str, AttributeValue] = {
             sc.CYCLES_ACTION_KIND: facts.action_kind,
             sc.CYCLES_ACTION_NAME: facts.model,
             sc.CYCLES_UNIT: facts.unit,
-            sc.CYCLES_ESTIMATE_AMOUNT: facts.estimate,
-            sc.CYCLES_ESTIMATE_SOURCE: facts.estimate_source,
+            sc.CYCLES_ESTIMATE_AMOUNT: plan.estimate.amount,
+            sc.CYCLES_ESTIMATE_SOURCE: plan.estimate.source,
             sc.GEN_AI_REQUEST_MODEL: facts.model,
-            **{sc.CYCLES_SUBJECT_PREFIX + k: v for k, v in facts.subject.items()},
+            **{sc.CYCLES_SUBJECT_PREFIX + k: v for k, v in plan.subject.items()},
             **self._agent_attributes(),
         }
-        self.span = owner.tracer.start_span(
+        self.span = self._owner.tracer.start_span(
             sc.SPAN_RESERVATION, context=parent, kind=SpanKind.INTERNAL, attributes=attributes
         )
 
     def _agent_attributes(self) -> dict[str, AttributeValue]:
         found: dict[str, AttributeValue] = {}
-        if self._facts.agent_name:
-            found[sc.GEN_AI_AGENT_NAME] = self._facts.agent_name
-        if self._facts.agent_id:
-            found[sc.GEN_AI_AGENT_ID] = self._facts.agent_id
+        if self._plan.agent_name:
+            found[sc.GEN_AI_AGENT_NAME] = self._plan.agent_name
+        if self._plan.agent is not None and self._plan.agent.id:
+            found[sc.GEN_AI_AGENT_ID] = self._plan.agent.id
         return found
 
     # --- reservation ---------------------------------------------------------------------------
     @never_raises
-    def reserved(
-        self, reservation_id: str, decision: str, max_tokens: int | None, tools_removed: Sequence[str]
-    ) -> None:
-        if not self.span.is_recording():  # span-only work: skipped when the call is not traced
+    def reserved(self, reservation_id: str, decision: str) -> None:
+        if self.span.is_recording():  # span-only work: skipped when the call is not traced
+            self.span.set_attributes({sc.CYCLES_RESERVATION_ID: reservation_id, sc.CYCLES_DECISION: decision})
+
+    @never_raises
+    def capped(self, max_tokens: int | None, tools_removed: Sequence[str]) -> None:
+        if not self.span.is_recording() or (max_tokens is None and not tools_removed):
             return
-        attributes: dict[str, AttributeValue] = {
-            sc.CYCLES_RESERVATION_ID: reservation_id,
-            sc.CYCLES_DECISION: decision,
-        }
+        attributes: dict[str, AttributeValue] = {}
         if max_tokens is not None:
             attributes[sc.CYCLES_CAPS_MAX_TOKENS] = max_tokens
         if tools_removed:
@@ -162,52 +163,54 @@ class CallTelemetry:
         self.span.set_attributes(attributes)
 
     @never_raises
-    def denied(self, error_code: str | None, request_id: str | None) -> None:
-        self.span.set_attribute(sc.CYCLES_DECISION, sc.DECISION_DENY)
-        attributes: dict[str, AttributeValue] = {}
-        if error_code:
-            self.span.set_attribute(sc.CYCLES_REASON, error_code)
-            attributes[sc.CYCLES_REASON] = error_code
-        if request_id:
-            self.span.set_attribute(sc.CYCLES_REQUEST_ID, request_id)
-        self.span.add_event(sc.EVENT_DENIED, attributes)
+    def denied(self, exc: CyclesProtocolError) -> None:
+        """A budget decision: DENY with its reason (never for an authority that failed to answer)."""
+        attributes: dict[str, AttributeValue] = {sc.CYCLES_DECISION: sc.DECISION_DENY}
+        event: dict[str, AttributeValue] = {}
+        if exc.error_code:
+            attributes[sc.CYCLES_REASON] = event[sc.CYCLES_REASON] = exc.error_code
+        if exc.request_id:
+            attributes[sc.CYCLES_REQUEST_ID] = exc.request_id
+        detail = deny_detail(exc.details or {})
+        for key, value in detail.items():
+            attributes[sc.CYCLES_DENY_PREFIX + key] = event[sc.CYCLES_DENY_PREFIX + key] = value
+        self.span.set_attributes(attributes)
+        self.span.add_event(sc.EVENT_DENIED, event)
+
+    @never_raises
+    def ungoverned(self, exc: CyclesProtocolError) -> None:
+        """The authority was unavailable and the call runs anyway (``on_authority_error="allow"``)."""
+        error_type = _error_type(exc)
+        self.span.set_attribute(sc.CYCLES_GOVERNED, False)
+        self.span.add_event(sc.EVENT_AUTHORITY_UNAVAILABLE, {sc.ERROR_TYPE: error_type})
+        self._owner.instruments.ungoverned.add(1, {sc.ERROR_TYPE: error_type}, context=self._context())
 
     @never_raises
     def settled(
         self,
         outcome: str,
-        actual: int | None,
-        charged: int | None,
-        actual_source: str | None,
-        cost_usd: float | None,
+        priced: Priced | None = None,
+        charged: int | None = None,
+        actual_source: str | None = None,
+        over_limit: bool | None = None,
     ) -> None:
         if self.span.is_recording():
-            self._annotate_settlement(outcome, actual, charged, actual_source, cost_usd)
-        if cost_usd is not None and cost_usd > 0:
+            attributes: dict[str, AttributeValue] = {sc.CYCLES_OUTCOME: outcome}
+            if priced is not None:
+                attributes[sc.CYCLES_ACTUAL_AMOUNT] = priced.amount
+                if priced.usd is not None:
+                    attributes[sc.CYCLES_COST_USD] = priced.usd
+            if charged is not None:
+                attributes[sc.CYCLES_CHARGED_AMOUNT] = charged
+            if over_limit is not None:
+                attributes[sc.CYCLES_OVER_LIMIT] = over_limit
+            if actual_source is not None:
+                attributes[sc.CYCLES_ACTUAL_SOURCE] = actual_source
+            self.span.set_attributes(attributes)
+        if priced is not None and priced.usd:
             self._owner.instruments.cost_usd.add(
-                cost_usd, self._owner.cost_labels(self._facts.model, self._facts.agent_name or "")
+                priced.usd, self._owner.cost_labels(self._plan.agent_name or ""), context=self._context()
             )
-
-    def _annotate_settlement(
-        self,
-        outcome: str,
-        actual: int | None,
-        charged: int | None,
-        actual_source: str | None,
-        cost_usd: float | None,
-    ) -> None:
-        attributes: dict[str, AttributeValue] = {sc.CYCLES_OUTCOME: outcome}
-        if actual is not None:
-            attributes[sc.CYCLES_ACTUAL_AMOUNT] = actual
-        if charged is not None:
-            attributes[sc.CYCLES_CHARGED_AMOUNT] = charged
-            if actual is not None and charged < actual:
-                attributes[sc.CYCLES_OVER_LIMIT] = True
-        if actual_source is not None:
-            attributes[sc.CYCLES_ACTUAL_SOURCE] = actual_source
-        if cost_usd is not None:
-            attributes[sc.CYCLES_COST_USD] = cost_usd
-        self.span.set_attributes(attributes)
 
     @never_raises
     def failed(self, exc: BaseException) -> None:
@@ -217,10 +220,14 @@ class CallTelemetry:
     def end(self) -> None:
         self.span.end()
 
+    def _context(self, span: Span | None = None) -> Context:
+        """A context with ``span`` (default: the reservation span) current: exemplars point at it."""
+        return trace.set_span_in_context(span or self.span)
+
     # --- inference -----------------------------------------------------------------------------
-    def current(self, span: Span | None = None) -> SpanInContext:
-        """Make the reservation (or inference) span current for a stretch without ``yield``s."""
-        return SpanInContext(span or self.span)
+    def current(self) -> SpanInContext:
+        """Make the reservation span current for a stretch without ``yield``s."""
+        return SpanInContext(self.span)
 
     def inference(self) -> SpanInContext:
         return SpanInContext(self._inference or self.span)
@@ -230,62 +237,64 @@ class CallTelemetry:
         self._inference_start = time.perf_counter()
         if not self._owner.emit_inference_span:
             return
+        facts = self._owner.facts
         attributes: dict[str, AttributeValue] = {
             sc.GEN_AI_OPERATION_NAME: sc.GEN_AI_OPERATION_CHAT,
-            sc.GEN_AI_PROVIDER_NAME: self._facts.provider,
-            sc.GEN_AI_REQUEST_MODEL: self._facts.model,
+            sc.GEN_AI_PROVIDER_NAME: facts.provider,
+            sc.GEN_AI_REQUEST_MODEL: facts.model,
             **self._agent_attributes(),
         }
         if max_tokens is not None:
             attributes[sc.GEN_AI_REQUEST_MAX_TOKENS] = max_tokens
         self._inference = self._owner.tracer.start_span(
-            f"{sc.GEN_AI_OPERATION_CHAT} {self._facts.model}",
-            context=trace.set_span_in_context(self.span),
+            f"{sc.GEN_AI_OPERATION_CHAT} {facts.model}",
+            context=self._context(),
             kind=SpanKind.CLIENT,
             attributes=attributes,
         )
         if self._owner.capture_content and self._inference.is_recording():
-            self._inference.set_attribute(sc.GEN_AI_INPUT_MESSAGES, json.dumps(_input_messages(messages)))
+            self._inference.set_attribute(sc.GEN_AI_INPUT_MESSAGES, json.dumps(input_messages(messages)))
 
     @never_raises
     def inference_done(
         self,
         result: CreateResult | None,
-        input_tokens: int,
-        output_tokens: int,
+        priced: Priced | None,
+        usage_source: str,
         exc: BaseException | None = None,
     ) -> None:
-        """The inference ended: with a result, with streamed-only output (tokens, no result), or failed."""
-        if not self._inference_start:  # the call never reached the model: no GenAI operation to report
+        """The inference ended: with a result, with streamed output only, or failed.
+
+        Token counts reach ``gen_ai.client.token.usage`` only when the model reported them: an
+        estimate (a stream without a usage chunk) is on the span, marked ``cycles.actual.source``,
+        never in the histogram of reported usage.
+        """
+        if not self._inference_start:  # never reached the model, or reported already
             return
-        instruments = self._owner.instruments
-        labels = self._owner.genai_labels(self._facts.provider, self._facts.model)
         duration = time.perf_counter() - self._inference_start
         self._inference_start = 0.0
-        call_labels, input_labels, output_labels = labels.call, labels.input_tokens, labels.output_tokens
-        if exc is not None:
-            error = {sc.ERROR_TYPE: type(exc).__qualname__}
-            call_labels, input_labels, output_labels = (
-                {**call_labels, **error},
-                {**input_labels, **error},
-                {**output_labels, **error},
-            )
-        instruments.genai_duration.record(duration, call_labels)
-        if (result is None or not result.cached) and (input_tokens or output_tokens):
-            instruments.token_usage.record(input_tokens, input_labels)
-            instruments.token_usage.record(output_tokens, output_labels)
         span, self._inference = self._inference, None
+        context = self._context(span)
+        instruments, labels = self._owner.instruments, self._owner.genai_labels
+        call_labels: Mapping[str, AttributeValue] = labels.call
+        if exc is not None:
+            call_labels = {**call_labels, sc.ERROR_TYPE: type(exc).__qualname__}
+        instruments.genai_duration.record(duration, call_labels, context=context)
+        reported = priced is not None and usage_source == sc.ACTUAL_SOURCE_USAGE
+        if reported and priced is not None and not (result is not None and result.cached):
+            instruments.token_usage.record(priced.input_tokens, labels.input_tokens, context=context)
+            instruments.token_usage.record(priced.output_tokens, labels.output_tokens, context=context)
         if span is None:
             return
         if span.is_recording():
             attributes: dict[str, AttributeValue] = {}
-            if result is not None or input_tokens or output_tokens:
-                attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] = input_tokens
-                attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = output_tokens
+            if priced is not None:
+                attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] = priced.input_tokens
+                attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = priced.output_tokens
             if result is not None:
                 attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] = [result.finish_reason]
                 if self._owner.capture_content:
-                    attributes[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps(_output_messages(result))
+                    attributes[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps(output_messages(result))
             span.set_attributes(attributes)
             if exc is not None:
                 _mark_error(span, exc)
@@ -315,50 +324,12 @@ class SpanInContext:
             self._token = None
 
 
+def _error_type(exc: BaseException) -> str:
+    return type(exc).__qualname__
+
+
 def _mark_error(span: Span, exc: BaseException) -> None:
-    span.set_attribute(sc.ERROR_TYPE, type(exc).__qualname__)
-    span.set_status(Status(StatusCode.ERROR, str(exc) or type(exc).__qualname__))
+    span.set_attribute(sc.ERROR_TYPE, _error_type(exc))
+    span.set_status(Status(StatusCode.ERROR, str(exc) or _error_type(exc)))
     if span.is_recording():
         span.record_exception(exc)
-
-
-_ROLES = {
-    "SystemMessage": "system",
-    "UserMessage": "user",
-    "AssistantMessage": "assistant",
-    "FunctionExecutionResultMessage": "tool",
-}
-
-
-def _part(value: Any) -> dict[str, Any]:
-    if isinstance(value, str):
-        return {"type": "text", "content": value}
-    if hasattr(value, "arguments") and hasattr(value, "name"):
-        return {
-            "type": "tool_call",
-            "id": getattr(value, "id", None),
-            "name": value.name,
-            "arguments": value.arguments,
-        }
-    if hasattr(value, "call_id"):
-        return {
-            "type": "tool_call_response",
-            "id": value.call_id,
-            "response": getattr(value, "content", None),
-        }
-    return {"type": type(value).__name__.lower()}  # images and the like: named, not inlined
-
-
-def _parts(content: Any) -> list[dict[str, Any]]:
-    return [_part(item) for item in content] if isinstance(content, list) else [_part(content)]
-
-
-def _input_messages(messages: Sequence[LLMMessage]) -> list[dict[str, Any]]:
-    return [
-        {"role": _ROLES.get(type(m).__name__, "user"), "parts": _parts(getattr(m, "content", ""))}
-        for m in messages
-    ]
-
-
-def _output_messages(result: CreateResult) -> list[dict[str, Any]]:
-    return [{"role": "assistant", "parts": _parts(result.content), "finish_reason": result.finish_reason}]

@@ -17,7 +17,7 @@ from cycles_otel.bounded import BoundedMap
 from cycles_otel.failsafe import never_raises
 from cycles_otel.instruments import Instruments
 from cycles_otel.leases import DEFAULT_GRACE_MS, DEFAULT_TTL_MS
-from cycles_otel.protocol.late_settlement import SettlementLinks
+from cycles_otel.protocol.late_settlement import SettlementLinks, carried_span
 from cycles_otel.protocol.operations import OPERATIONS, Answer, Operation
 from cycles_otel.wire import NO_FIELDS, amount_of, field, fields_of, text, whole
 
@@ -138,7 +138,7 @@ class ProtocolCall:
         if settles is None or target is None or not settles.links_to_reserve:
             return False, []
         late = settles.is_late(target)
-        reserve_span = self._t.links.reserve_span(target)
+        reserve_span = self._t.links.reserve_span(target) or carried_span(field(self._request, "metadata"))
         if reserve_span is None:
             return late, []
         current = trace.get_current_span().get_span_context()

@@ -6,7 +6,9 @@ import contextvars
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from opentelemetry import trace
 from opentelemetry.trace import SpanContext
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from cycles_otel.bounded import DEFAULT_CAPACITY, BoundedMap
 
@@ -39,3 +41,25 @@ class SettlementLinks:
 
     def reserve_span(self, reservation_id: str) -> SpanContext | None:
         return self._reserve_spans.get(reservation_id)
+
+
+# --- across processes: the span a journaled settlement belongs to, carried in its metadata ---------
+TRACEPARENT_KEY = "traceparent"
+_propagator = TraceContextTextMapPropagator()
+
+
+def carried(span_context: SpanContext) -> dict[str, str]:
+    """Settlement metadata that names ``span_context`` (a W3C ``traceparent``), so a replay can link to it."""
+    carrier: dict[str, str] = {}
+    if span_context.is_valid:
+        _propagator.inject(carrier, context=trace.set_span_in_context(trace.NonRecordingSpan(span_context)))
+    return {TRACEPARENT_KEY: carrier[TRACEPARENT_KEY]} if TRACEPARENT_KEY in carrier else {}
+
+
+def carried_span(metadata: object) -> SpanContext | None:
+    """The span a settlement's metadata names (see :func:`carried`), if any."""
+    value = metadata.get(TRACEPARENT_KEY) if isinstance(metadata, dict) else None
+    if not isinstance(value, str):
+        return None
+    found = trace.get_current_span(_propagator.extract({TRACEPARENT_KEY: value})).get_span_context()
+    return found if found.is_valid else None
