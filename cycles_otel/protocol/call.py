@@ -171,7 +171,7 @@ class ProtocolCall:
 
     # --- the end of the call --------------------------------------------------------------------
     def finish(self, response: Any) -> None:
-        self._detach()
+        # Measured while this call's span is still current, so exemplars point at it.
         answer: Answer | None = None
         try:
             answer = self._op.answer(response)
@@ -185,13 +185,14 @@ class ProtocolCall:
             self._record_metrics(answer, outcome, balances)
             if self.span.is_recording():
                 self._annotate_response(answer, response, outcome, balances)
+        self._detach()
         self._end()
 
     def fail(self, exc: BaseException) -> None:
-        self._detach()
         error_type = type(exc).__qualname__
         self._record_duration(error_type)
         self._mark_failed(error_type, str(exc), exc)
+        self._detach()
         self._end()
 
     @never_raises
