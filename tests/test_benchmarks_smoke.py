@@ -69,6 +69,10 @@ def test_b2_bursts_wait_for_the_injected_latency(results: tuple[dict[str, Any], 
         # reserve + model + commit are each delayed: a burst finishing sooner did not reach the servers
         assert figures["burst"][name]["wall"]["median"] >= floor
     assert figures["speedup"] > 0
+    assert set(figures["over_floor"]) == {"ours", "ours_background"}
+    assert all(ratio > 0 for ratio in figures["over_floor"].values())
+    # settling in the background waits for one round trip fewer: its ceiling is higher
+    assert figures["ceilings"]["background"] > figures["ceilings"]["inline"] > 0
     assert figures["spans_exported"] > 0
 
 
