@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint bench setup prometheus clean
+.PHONY: demo test lint bench setup prometheus valgrind clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,14 @@ prometheus:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; \
 	  else echo "prometheus/promtool/amtool missing: run 'sudo apt-get install -y prometheus prometheus-alertmanager'" >&2; fi; }
 
+# B6 counts instructions under callgrind and builds its client-request marks with gcc.
+valgrind:
+	@{ command -v valgrind && command -v gcc; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends valgrind gcc libc6-dev >/dev/null; \
+	  elif [ "$$CI" = true ]; then echo "valgrind/gcc missing: CI needs them for b6 (apt-get install -y valgrind gcc)" >&2; exit 1; \
+	  else echo "valgrind/gcc missing: b6 will not count instructions; run 'sudo apt-get install -y valgrind gcc'" >&2; fi; }
+
 demo: $(STAMP)
 	$(VENV)/bin/cycles-otel demo
 
@@ -31,7 +39,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check cycles_otel tests benchmarks grafana
 	$(VENV)/bin/mypy --strict
 
-bench: $(STAMP)
+bench: $(STAMP) valgrind
+	$(PY) -m benchmarks.yardstick
 	$(PY) -m benchmarks
 
 clean:

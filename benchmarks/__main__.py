@@ -17,6 +17,7 @@ MODULES = {
     "b3": "benchmarks.b3_cardinality",
     "b4": "benchmarks.b4_exporter_outage",
     "b5": "benchmarks.b5_instrumentor",
+    "b6": "benchmarks.b6_instructions",
 }
 MARKS = {True: "met", False: "NOT MET", None: ""}
 

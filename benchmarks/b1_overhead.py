@@ -44,8 +44,6 @@ from cycles_otel.testing.telemetry import TelemetryCapture
 NAME = "b1"
 TITLE = "overhead per governed call"
 COMMAND = "python -m benchmarks b1"
-CPU_GOAL_S = 100e-6
-WALL_GOAL_RATIO = 1.05
 
 
 def paired(first: Sequence[Batch], second: Sequence[Batch], field: str) -> tuple[float, float]:
@@ -338,12 +336,8 @@ async def _measure(scale: Scale) -> BenchResult:
         "—",
         f"{ms(full_fig['wall']['median'])}, {ms(full_fig['wall']['p90'])} / {ms(full_fig['cpu']['median'])}",
     )
-    result.add(
-        "telemetry CPU per call (full − off, paired median)",
-        "<= 100 µs",
-        us(cpu_delta),
-        cpu_delta <= CPU_GOAL_S,
-    )
+    # The goals live in B6, in instructions: CPU seconds on a shared machine move too much to judge by.
+    result.add("telemetry CPU per call (full − off, paired median)", "—", us(cpu_delta))
     result.add(
         "of which: AutoGen layer (cycles.reservation + chat spans, GenAI/cost metrics) / protocol layer "
         "(CyclesInstrumentor)",
@@ -357,12 +351,7 @@ async def _measure(scale: Scale) -> BenchResult:
         "—",
         f"{us(floor_cpu)} / {us(own_cpu)}",
     )
-    result.add(
-        "telemetry wall time (full / off, paired median)",
-        "<= 1.05",
-        f"{wall_ratio:.3f}",
-        wall_ratio <= WALL_GOAL_RATIO,
-    )
+    result.add("telemetry wall time (full / off, paired median)", "—", f"{wall_ratio:.3f}")
     result.notes.append(
         "CPU is the calling thread plus the span-export thread (per-thread clocks), so the in-process "
         "authority's handler threads are not counted; span export is flushed inside each measured round."

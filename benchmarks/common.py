@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Se
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage, RequestUsage, UserMessage
 from opentelemetry.metrics import MeterProvider as MeterProviderApi
@@ -24,6 +24,9 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import NoOpTracerProvider
 from opentelemetry.trace import TracerProvider as TracerProviderApi
+
+if TYPE_CHECKING:
+    from cycles_otel.autogen import BudgetedChatCompletionClient
 
 RESULTS_DIR = Path(__file__).parent / "results"
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -352,11 +355,14 @@ def governed(
     tracer_provider: TracerProviderApi | None,
     meter_provider: MeterProviderApi | None,
     agent: str = "bench",
+    instrument_protocol: bool = False,
     **options: Any,
-) -> ChatCompletionClient:
-    """``BudgetedChatCompletionClient`` the way the benchmarks use it: the protocol layer is toggled apart.
+) -> BudgetedChatCompletionClient:
+    """``BudgetedChatCompletionClient`` the way the benchmarks use it: the protocol layer is toggled apart
+    unless ``instrument_protocol`` (the client then instruments runcycles itself, as an app's does).
 
-    ``options`` go to the client as they are (e.g. ``settle_in_background=True``).
+    ``cycles`` None: the client builds its own from ``CYCLES_*``. ``options`` go to the client as they
+    are (e.g. ``settle_in_background=True``).
     """
     from cycles_otel.autogen import BudgetedChatCompletionClient
 
@@ -369,7 +375,7 @@ def governed(
         estimate_amount=ESTIMATE_MICROCENTS,
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
-        instrument_protocol=False,
+        instrument_protocol=instrument_protocol,
         **options,
     )
 

@@ -65,7 +65,10 @@ def _child(args: list[str]) -> Iterator[ChildServer]:
 
 @contextmanager
 def authority_process(delay: Mapping[str, float] | None = None) -> Iterator[ChildServer]:
-    """A ``LocalCyclesServer`` with a huge ``tenant:acme`` budget; ``delay`` adds latency per operation."""
+    """A ``LocalCyclesServer`` with a huge ``tenant:acme`` budget; ``delay`` adds latency per operation.
+
+    ``final["committed"]`` / ``final["active"]``: reservations in each state when it stopped.
+    """
     args = ["authority"]
     for operation, seconds in (delay or {}).items():
         args += ["--delay", f"{operation}={seconds}"]
@@ -75,7 +78,10 @@ def authority_process(delay: Mapping[str, float] | None = None) -> Iterator[Chil
 
 @contextmanager
 def model_process(latency: float = 0.0) -> Iterator[ChildServer]:
-    """A ``FakeOpenAI`` endpoint answering every chat completion after ``latency`` seconds."""
+    """A ``FakeOpenAI`` endpoint answering every chat completion after ``latency`` seconds.
+
+    ``final["completions"]``: the chat completion requests it received.
+    """
     with _child(["model", "--latency", str(latency)]) as server:
         yield server
 
@@ -98,6 +104,10 @@ def _serve_authority(delays: list[str]) -> None:
         key = server.create_api_key(TENANT)
         print(json.dumps({"base_url": server.base_url, "api_key": key}), flush=True)
         sys.stdin.read()
+        ledger = server.ledger()
+        print(
+            json.dumps({"committed": ledger.count("COMMITTED"), "active": ledger.count("ACTIVE")}), flush=True
+        )
 
 
 def _serve_model(latency: float) -> None:
@@ -106,6 +116,8 @@ def _serve_model(latency: float) -> None:
     with FakeOpenAI(latency=latency) as api:
         print(json.dumps({"base_url": api.base_url, "api_key": "sk-bench"}), flush=True)
         sys.stdin.read()
+        completions = sum(1 for request in api.requests if request.path.endswith("/chat/completions"))
+        print(json.dumps({"completions": completions}), flush=True)
 
 
 def _serve_otlp() -> None:

@@ -10,8 +10,13 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import IN_CI
+
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ("b1", "b2", "b3", "b4", "b5")
+BENCHMARKS = ("b1", "b2", "b3", "b4", "b5", "b6")
+# B6 runs four processes under callgrind and, the first time, installs its yardstick venv.
+RUN_TIMEOUT_S = 600
+pytestmark = pytest.mark.timeout(RUN_TIMEOUT_S + 60)
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +28,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], s
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=RUN_TIMEOUT_S,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads((out / "latest.json").read_text()), (out / "latest.md").read_text()
@@ -69,6 +74,10 @@ def test_b2_bursts_wait_for_the_injected_latency(results: tuple[dict[str, Any], 
         # reserve + model + commit are each delayed: a burst finishing sooner did not reach the servers
         assert figures["burst"][name]["wall"]["median"] >= floor
     assert figures["speedup"] > 0
+    assert set(figures["over_floor"]) == {"ours", "ours_background"}
+    assert all(ratio > 0 for ratio in figures["over_floor"].values())
+    # settling in the background waits for one round trip fewer: its ceiling is higher
+    assert figures["ceilings"]["background"] > figures["ceilings"]["inline"] > 0
     assert figures["spans_exported"] > 0
 
 
@@ -97,3 +106,35 @@ def test_b5_compares_both_clients(results: tuple[dict[str, Any], str]) -> None:
     for kind in ("async", "sync"):
         assert set(figures["added"][kind]) == {"cpu_s", "cpu_ratio", "wall_s", "wall_ratio"}
         assert figures["added"][kind]["cpu_ratio"] > 0
+
+
+def test_b6_counts_instructions_of_calls_that_really_happened(results: tuple[dict[str, Any], str]) -> None:
+    figures = bench(results, "b6")["figures"]
+    if "missing" in figures:  # no valgrind: the run said what to install
+        message = f"b6 did not count: missing {', '.join(figures['missing'])}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    counted = figures["per_call_instructions"]
+    assert set(counted) == {"bare", "governed_off", "governed_full", "openai_v2"}
+    # reserving and committing are real work, and so is telemetry: each layer costs instructions
+    assert counted["bare"] < counted["governed_off"] < counted["governed_full"]
+    assert counted["bare"] < counted["openai_v2"]
+    assert set(figures["derived"]) == {
+        "governance_added",
+        "telemetry_added",
+        "governed_over_bare",
+        "openai_v2_added",
+    }
+    spans = figures["spans_per_call"]
+    assert spans["bare"] == spans["governed_off"] == 0  # no-op providers export nothing
+    assert spans["governed_full"] >= 2 and spans["openai_v2"] == 1  # the official instrumentation: 1 span
+    # every call of every variant reached the fake model; both governed variants committed each call
+    per_variant = figures["calls"] + figures["warmup"]
+    assert figures["servers"]["model"] == {"completions": 4 * per_variant}
+    assert figures["servers"]["authority"] == {"committed": 2 * per_variant, "active": 0}
+    # the yardstick's venv runs the very client the other rows run
+    versions = figures["versions"]
+    shared = versions["bare"]
+    assert all(versions[variant] == shared for variant in ("governed_off", "governed_full"))
+    assert {name: versions["openai_v2"][name] for name in shared} == shared
