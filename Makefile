@@ -32,7 +32,7 @@ valgrind:
 demo: $(STAMP)
 	$(VENV)/bin/cycles-otel demo
 
-test: $(STAMP) prometheus
+test: $(STAMP) prometheus valgrind
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

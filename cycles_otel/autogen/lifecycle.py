@@ -86,32 +86,49 @@ class GovernedCall:
         self._streamed: list[str] = []
         self._failure: BaseException | None = None
         self._settling: asyncio.Task[None] | None = None
+        self._reserving: asyncio.Future[Any] | None = None
 
     # --- reserve ---------------------------------------------------------------------------------
     async def reserve(self) -> None:
-        """Reserve the estimate; a denial raises runcycles' typed error with code and request id filled."""
+        """Reserve the estimate; a denial raises runcycles' typed error with code and request id filled.
+
+        The reserve runs in a task of its own: a caller cancelled while it is on the wire leaves it
+        running, and :meth:`finish` releases what it reserved once it answers.
+        """
         task = asyncio.current_task()
         cancels_before = task.cancelling() if task is not None else 0
-        with self.telemetry.current():
-            try:
-                await self._reservation.__aenter__()
-            except CyclesProtocolError as exc:
-                complete_error(exc, self._recorder.last_reserve)
-                if is_denial(exc):
-                    self.telemetry.denied(exc)
-                elif self._fails_open(exc):
-                    self._ungoverned = True
-                    self.telemetry.ungoverned(exc)
-                    return
-                record_failure(exc, self._plan.agent)
-                raise
-        # runcycles' context now names this reservation (as inside stream_reservation) until finish().
+        with self.telemetry.current():  # the task copies this context: protocol spans nest in ours
+            self._reserving = asyncio.ensure_future(self._enter())
+        try:
+            context = await asyncio.shield(self._reserving)
+        except CyclesProtocolError as exc:
+            complete_error(exc, self._recorder.last_reserve)
+            if is_denial(exc):
+                self.telemetry.denied(exc)
+            elif self._fails_open(exc):
+                self._ungoverned = True
+                self.telemetry.ungoverned(exc)
+                return
+            record_failure(exc, self._plan.agent)
+            raise
         self._reserved = True
+        _set_context(context)  # runcycles' context names this reservation (as in stream_reservation)
         self.telemetry.reserved(self._reservation.reservation_id, _decision(self._reservation))
-        # Python 3.11's asyncio.wait_for (around runcycles' reserve) swallows a cancellation that
-        # lands as the answer arrives: honour it here, before the model costs anything.
+        # A cancellation that lands as the answer arrives must not let the model run.
         if task is not None and task.cancelling() > cancels_before:
             raise asyncio.CancelledError
+
+    async def _enter(self) -> Any:
+        await self._reservation.__aenter__()
+        return get_cycles_context()
+
+    async def _reserved_after_all(self) -> bool:
+        """Whether a reserve the caller stopped waiting for went through (so it must be released)."""
+        reserving = self._reserving
+        if self._reserved or reserving is None:
+            return self._reserved
+        await asyncio.wait([reserving])
+        return not reserving.cancelled() and reserving.exception() is None
 
     def _fails_open(self, exc: CyclesProtocolError) -> bool:
         return self._g.settings.on_authority_error == ALLOW_ON_AUTHORITY_ERROR and is_authority_down(exc)
@@ -198,7 +215,7 @@ class GovernedCall:
         try:
             if self._ungoverned:
                 self._record_ungoverned_spend()
-            elif not self._reserved:
+            elif not await self._reserved_after_all():
                 pass  # nothing was held: a denial, or an error before the reserve answered
             elif self.produced_output:
                 await self._commit()
