@@ -1,4 +1,4 @@
-"""One lifecycle for create() and create_stream(): settled by one rule, whoever cancels, counted as the ledger is."""
+"""One lifecycle for create() and create_stream(): one settlement rule, whoever cancels."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ from tests.reliability_support import charged_metric, quiesce
 __all__ = ["authority", "instrumented"]
 
 HELLO = [UserMessage(content="Tell me about budgets.", source="user")]
-SWEEP = 40  # event-loop turns after the answer at which a cancellation lands: past every await of settling
+SWEEP = 40  # cancellation points, STEP_S apart: through the reserve, the model call and the (delayed) commit
+STEP_S = 0.002
+COMMIT_DELAY_S = 0.05
 
 
 def uncached(*results: CreateResult | str) -> Any:
@@ -32,8 +34,8 @@ def outcomes(telemetry: TelemetryCapture) -> list[object]:
     return [(s.attributes or {}).get("cycles.outcome") for s in telemetry.spans("cycles.reservation")]
 
 
-async def consume_then_cancel(stream: AsyncIterator[object], turns: int) -> None:
-    """Read ``stream`` in a task of its own; once its final result arrived, cancel it ``turns`` loop turns later."""
+async def consume_then_cancel(stream: AsyncIterator[object], after_s: float) -> None:
+    """Read ``stream`` in a task of its own; cancel it ``after_s`` after its final result arrived."""
     got_result = asyncio.Event()
 
     async def consume() -> None:
@@ -43,8 +45,7 @@ async def consume_then_cancel(stream: AsyncIterator[object], turns: int) -> None
 
     task = asyncio.ensure_future(consume())
     await asyncio.wait([task, asyncio.ensure_future(got_result.wait())], return_when=asyncio.FIRST_COMPLETED)
-    for _ in range(turns):
-        await asyncio.sleep(0)
+    await asyncio.sleep(after_s)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 
@@ -53,21 +54,17 @@ async def consume_then_cancel(stream: AsyncIterator[object], turns: int) -> None
 async def test_a_caller_cancelled_at_any_point_of_settling_still_commits_and_is_counted(
     authority: Authority, instrumented: TelemetryCapture, method: str
 ) -> None:
-    authority.server.faults.delay("commit", 0.05)  # a commit in flight for a while: many awaits to land on
+    authority.server.faults.delay("commit", COMMIT_DELAY_S)  # a commit in flight: many awaits to land on
     client = budgeted(authority, instrumented, uncached(*[reply("ok", 40, 8) for _ in range(SWEEP)]))
 
-    for turns in range(SWEEP):
+    for step in range(SWEEP):
         if method == "create":
             task = asyncio.ensure_future(client.create(HELLO))
-            await asyncio.sleep(0)
-            while authority.ledger().count(status="ACTIVE") == 0 and not task.done():
-                await asyncio.sleep(0)
-            for _ in range(turns):
-                await asyncio.sleep(0)
+            await asyncio.sleep(step * STEP_S)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         else:
-            await consume_then_cancel(client.create_stream(HELLO), turns)
+            await consume_then_cancel(client.create_stream(HELLO), step * STEP_S / 2)
 
     await client.settled()
     await quiesce()
