@@ -55,6 +55,11 @@ class Instruments:
         self.reservations = meter.create_counter(
             "cycles.client.reservations", "{reservation}", "Reservation decisions, by decision and reason."
         )
+        self.decisions = meter.create_counter(
+            "cycles.client.decisions",
+            "{decision}",
+            "Decisions that held no budget (/v1/decide, dry-run reservations), by decision and reason.",
+        )
         self.settlements = meter.create_counter(
             "cycles.client.settlements", "{reservation}", "Reservations settled, by outcome."
         )

@@ -54,6 +54,8 @@ CYCLES_LATE_SETTLEMENT: Final = "cycles.late_settlement"
 CYCLES_DENY_PREFIX: Final = "cycles.deny."
 DENY_DETAIL_FIELDS: Final = ("blocked_by_scope", "suggested_fix", "budget_remaining")
 """The fields of a denial's ``deny_detail`` (protocol 0.1.27), each a ``cycles.deny.<field>`` attribute."""
+CYCLES_MODE: Final = "cycles.mode"
+"""``observe`` on a call governed in shadow mode (asked, never blocked or held); absent when enforced."""
 CYCLES_GOVERNED: Final = "cycles.governed"
 """False on a call that ran without a reservation because the authority was unavailable."""
 HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
@@ -87,6 +89,9 @@ RESERVATION_RECORDED: Final = "recorded"
 """On ``cycles.reservation`` only: an ungoverned call's spend, sent as an event (no reservation existed)."""
 ACTUAL_SOURCE_USAGE: Final = "usage"
 ACTUAL_SOURCE_ESTIMATED: Final = "estimated"
+RESERVATION_OBSERVED: Final = "observed"
+"""On ``cycles.reservation`` only: a shadow-mode call, decided but not reserved."""
+MODE_OBSERVE: Final = "observe"
 DENIAL_CODES: Final = frozenset(
     {
         "BUDGET_EXCEEDED",
@@ -115,6 +120,7 @@ GEN_AI_USAGE_INPUT_TOKENS: Final = _gen_ai.GEN_AI_USAGE_INPUT_TOKENS
 GEN_AI_USAGE_OUTPUT_TOKENS: Final = _gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS
 GEN_AI_AGENT_NAME: Final = _gen_ai.GEN_AI_AGENT_NAME
 GEN_AI_AGENT_ID: Final = _gen_ai.GEN_AI_AGENT_ID
+GEN_AI_TOOL_NAME: Final = _gen_ai.GEN_AI_TOOL_NAME
 GEN_AI_TOKEN_TYPE: Final = _gen_ai.GEN_AI_TOKEN_TYPE
 GEN_AI_INPUT_MESSAGES: Final = _gen_ai.GEN_AI_INPUT_MESSAGES
 GEN_AI_OUTPUT_MESSAGES: Final = _gen_ai.GEN_AI_OUTPUT_MESSAGES

@@ -75,17 +75,19 @@ def semconv_values(prefix: str) -> set[str]:
 
 SPAN_NAMES = semconv_values("SPAN_")
 EVENT_NAMES = semconv_values("EVENT_")
-ATTRIBUTE_KEYS = {
-    value
-    for name, value in vars(semconv).items()
-    if name.isupper()
-    and not name.startswith(("LABEL_", "METRIC_"))  # metric label keys and names: listed under Metrics
-    and isinstance(value, str)
-    and ATTRIBUTE_KEY.fullmatch(value)
-    and value not in SPAN_NAMES | EVENT_NAMES
-} | {semconv.CYCLES_SUBJECT_PREFIX + field for field in semconv.SUBJECT_FIELDS} | {
-    semconv.CYCLES_DENY_PREFIX + field for field in semconv.DENY_DETAIL_FIELDS
-}
+ATTRIBUTE_KEYS = (
+    {
+        value
+        for name, value in vars(semconv).items()
+        if name.isupper()
+        and not name.startswith(("LABEL_", "METRIC_"))  # metric label keys and names: listed under Metrics
+        and isinstance(value, str)
+        and ATTRIBUTE_KEY.fullmatch(value)
+        and value not in SPAN_NAMES | EVENT_NAMES
+    }
+    | {semconv.CYCLES_SUBJECT_PREFIX + field for field in semconv.SUBJECT_FIELDS}
+    | {semconv.CYCLES_DENY_PREFIX + field for field in semconv.DENY_DETAIL_FIELDS}
+)
 CHAT_SPAN = f"{semconv.GEN_AI_OPERATION_CHAT} {{model}}"
 BUCKET_CONSTANTS = {
     name: value
@@ -103,10 +105,20 @@ PINNED_LABELS: dict[str, tuple[str, ...]] = {
         semconv.LABEL_ACTION_KIND,
         semconv.LABEL_ACTION_NAME,
     ),
+    "cycles.client.decisions": (
+        semconv.LABEL_DECISION,
+        semconv.LABEL_REASON,
+        semconv.LABEL_ACTION_KIND,
+        semconv.LABEL_ACTION_NAME,
+    ),
     "cycles.client.settlements": (semconv.LABEL_OUTCOME,),
     "cycles.client.reserved": (semconv.LABEL_UNIT,),
     "cycles.client.charged": (semconv.LABEL_UNIT,),
-    "cycles.client.cost.usd": (semconv.GEN_AI_REQUEST_MODEL, semconv.GEN_AI_AGENT_NAME),
+    "cycles.client.cost.usd": (
+        semconv.GEN_AI_REQUEST_MODEL,
+        semconv.GEN_AI_TOOL_NAME,
+        semconv.GEN_AI_AGENT_NAME,
+    ),
     "cycles.client.ungoverned": (semconv.ERROR_TYPE,),
     "cycles.client.operation.duration": (semconv.LABEL_OPERATION, semconv.ERROR_TYPE),
     "cycles.client.active_reservations": (),

@@ -183,16 +183,20 @@ from cycles_otel.autogen.team import (
     stop_on_budget,
     typed_team_errors,
 )
+from cycles_otel.autogen.tools import BudgetedTool, BudgetedWorkbench, budgeted_tools
 
 __all__ = [
     "BUDGET_STOP_PREFIX",
     "AppliedCaps",
     "BudgetedChatCompletionClient",
     "BudgetedChatCompletionClientConfig",
+    "BudgetedTool",
+    "BudgetedWorkbench",
     "CallingAgent",
     "EstimateError",
     "apply_caps",
     "budget_stop_reason",
+    "budgeted_tools",
     "calling_agent",
     "character_token_count",
     "is_budget_stop",

@@ -7,7 +7,6 @@ import os
 import warnings
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from autogen_core import CancellationToken, Component
 from autogen_core.models import (
@@ -28,6 +27,7 @@ from typing_extensions import Self
 
 from cycles_otel.autogen.attribution import CallingAgent, calling_agent
 from cycles_otel.autogen.authority import Authority
+from cycles_otel.autogen.checks import check_base_url, check_providers, given
 from cycles_otel.autogen.config import (
     GUIDE_ESTIMATE,
     BudgetedChatCompletionClientConfig,
@@ -36,15 +36,14 @@ from cycles_otel.autogen.config import (
     without_secrets,
 )
 from cycles_otel.autogen.estimate import EstimateAmount, Estimator, Tools
-from cycles_otel.autogen.lifecycle import GovernedCall
-from cycles_otel.autogen.plan import CostModel, Governance
+from cycles_otel.autogen.model_call import ModelCall
+from cycles_otel.autogen.plan import CostModel, Governance, Governor
 from cycles_otel.autogen.settlement import Settlements
-from cycles_otel.autogen.team import install_on_first_client, record_failure
-from cycles_otel.autogen.telemetry import ClientFacts, ClientTelemetry
+from cycles_otel.autogen.team import install_on_first_client, pending_stop, record_failure
+from cycles_otel.autogen.telemetry import ClientFacts, ClientTelemetry, instrument_protocol_layer
 from cycles_otel.autogen.usage import inner_model, provider_name
 from cycles_otel.content import capture_content_enabled
 from cycles_otel.pricing import PriceTable
-from cycles_otel.protocol import CyclesInstrumentor
 
 # How long a background commit may wait for calls still awaiting their answers (a quarter of the TTL
 # at most): meanwhile the reservation holds its estimate, not the actual cost.
@@ -98,23 +97,24 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
         settle_in_background: bool = False,
         on_authority_error: Literal["raise", "allow"] = "raise",
         tokenizer: Literal["auto", "characters"] = "auto",
+        mode: Literal["enforce", "observe"] = "enforce",
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         instrument_protocol: bool = True,
     ) -> None:
         if not isinstance(inner, ChatCompletionClient):
             raise TypeError(f"inner must be an AutoGen ChatCompletionClient, got {type(inner).__name__}")
-        _check_types(pricing, tracer_provider, meter_provider, instrument_protocol)
+        check_providers(pricing, tracer_provider, meter_provider, instrument_protocol)
         authority = Authority.of(cycles_client)
         config = authority.config
-        _check_base_url(config.base_url)
+        check_base_url(config.base_url)
         estimate_function = estimate_amount if callable(estimate_amount) else None
         settings = ClientSettings.validated(
-            tenant=_given(tenant, config.tenant),
-            workspace=_given(workspace, config.workspace),
-            app=_given(app, config.app),
-            workflow=_given(workflow, config.workflow),
-            toolset=_given(toolset, config.toolset),
+            tenant=given(tenant, config.tenant),
+            workspace=given(workspace, config.workspace),
+            app=given(app, config.app),
+            workflow=given(workflow, config.workflow),
+            toolset=given(toolset, config.toolset),
             agent=agent,
             action_kind=action_kind,
             model=model or inner_model(inner),
@@ -132,6 +132,7 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
             settle_in_background=settle_in_background,
             on_authority_error=on_authority_error,
             tokenizer=tokenizer,
+            mode=mode,
         )
         if settings.model is None:
             raise ValueError(
@@ -149,10 +150,12 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
             prices.price_for(settings.model)  # UnknownModelError now, not at the first call
         self._inner = inner
         self._estimate_function = estimate_function
+        # Shared with with_agent() twins: close() waits for their settlements too.
+        defer_s = min(SETTLE_DEFER_MAX_S, settings.ttl_ms / 4_000) if settings.settle_in_background else 0.0
+        governor = Governor(settings, authority, Settlements(defer_s), fallback_agent=config.agent or None)
         self._governance = Governance(
-            settings=settings,
+            governor=governor,
             inner=inner,
-            authority=authority,
             costs=CostModel(prices, settings.model, settings.unit),
             estimator=Estimator(
                 inner,
@@ -163,7 +166,6 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
                 tokenizer=settings.tokenizer == "auto",
             ),
             provider=provider_name(inner, settings.model),
-            fallback_agent=config.agent or None,
         )
         self._telemetry = ClientTelemetry(
             ClientFacts(settings.model, self._governance.provider, settings.unit, settings.action_kind),
@@ -172,12 +174,9 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
             emit_inference_span=settings.emit_inference_span,
             capture_content=bool(settings.capture_content),
         )
-        # Shared with with_agent() twins: close() waits for theirs too.
-        defer_s = min(SETTLE_DEFER_MAX_S, settings.ttl_ms / 4_000) if settings.settle_in_background else 0.0
-        self._settlements = Settlements(defer_s)
         self._owns_authority = True
         if instrument_protocol:
-            _ensure_protocol_spans(tracer_provider, meter_provider)
+            instrument_protocol_layer(tracer_provider, meter_provider)
         install_on_first_client()
         authority.replay()
 
@@ -193,10 +192,10 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
         client, the Cycles client and the pending settlements; ``agent`` is checked like the
         constructor's.
         """
-        settings = ClientSettings.validated(**{**self._settings.model_dump(), "agent": agent})
+        governor = self._governance.governor.with_agent(agent)
         twin = object.__new__(type(self))
         twin.__dict__.update(self.__dict__)
-        twin._governance = dataclasses.replace(self._governance, settings=settings)
+        twin._governance = dataclasses.replace(self._governance, governor=governor)
         twin._owns_authority = False
         return twin
 
@@ -215,7 +214,7 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
             messages, tools, extra_create_args, calling_agent(), otel_context.get_current()
         )
         try:
-            with self._settlements.answering():
+            with self._governance.governor.settlements.answering():
                 await call.reserve()
                 call_tools, call_args, _ = call.request(tools, extra_create_args, stream=False)
                 with call.inference():
@@ -305,15 +304,18 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
         extra_create_args: Mapping[str, Any],
         agent: CallingAgent | None,
         parent: otel_context.Context,
-    ) -> GovernedCall:
+    ) -> ModelCall:
         """Plan the call (errors here reserve nothing), then open its span."""
+        stopped = pending_stop(agent)
+        if stopped is not None:  # a tool run of this run was denied with on_denied="raise"
+            raise stopped
         try:
             plan = await self._governance.plan(messages, tools, extra_create_args, agent)
         except Exception as exc:
             record_failure(exc, agent)
             raise
         telemetry = self._telemetry.start(plan, parent)
-        return GovernedCall(self._governance, plan, telemetry, messages, self._settlements)
+        return ModelCall(self._governance, plan, telemetry, messages)
 
     async def settled(self) -> None:
         """Wait until every commit started so far by this client (and its ``with_agent`` twins) has landed.
@@ -321,13 +323,13 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
         Needed only with ``settle_in_background=True``; a commit that fails is reported by telemetry,
         never raised here.
         """
-        await self._settlements.wait()
+        await self._governance.governor.settlements.wait()
 
     async def close(self) -> None:
-        await self._settlements.wait()
+        await self._governance.governor.settlements.wait()
         await self._inner.close()
         if self._owns_authority:
-            await self._governance.authority.aclose()
+            await self._governance.governor.authority.aclose()
 
     def actual_usage(self) -> RequestUsage:
         return self._inner.actual_usage()
@@ -365,7 +367,7 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
             )
         return BudgetedChatCompletionClientConfig(
             inner=without_secrets(self._inner.dump_component()),
-            base_url=self._governance.authority.config.base_url,
+            base_url=self._governance.governor.authority.config.base_url,
             **self._settings.model_dump(),
         )
 
@@ -377,54 +379,3 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
             AsyncCyclesClient(cycles_config_for_load(config.base_url)),
             **settings.model_dump(),
         )
-
-
-def _given(value: str | None, configured: str | None) -> str | None:
-    """An argument, else the Cycles config's value (an empty environment variable counts as unset)."""
-    return value if value is not None else (configured or None)
-
-
-def _check_types(
-    pricing: object, tracer_provider: object, meter_provider: object, instrument_protocol: object
-) -> None:
-    for name, value, expected in (
-        ("pricing", pricing, PriceTable),
-        ("tracer_provider", tracer_provider, TracerProvider),
-        ("meter_provider", meter_provider, MeterProvider),
-    ):
-        if value is not None and not isinstance(value, expected):
-            raise TypeError(
-                f"{name} must be a {expected.__module__}.{expected.__name__} or None, "
-                f"got {type(value).__name__}"
-            )
-    if not isinstance(instrument_protocol, bool):
-        raise TypeError(
-            f"instrument_protocol must be True or False, got {instrument_protocol!r} "
-            f"({type(instrument_protocol).__name__})"
-        )
-
-
-def _check_base_url(base_url: str) -> None:
-    """Raise ``ValueError`` unless the Cycles base URL is an absolute http(s) URL with a valid port."""
-    parts = urlsplit(base_url)
-    problem = None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        problem = "is not an absolute URL"
-    else:
-        try:
-            parts.port  # noqa: B018 - raises for a port that is not a number from 0 to 65535
-        except ValueError:
-            problem = "has no valid port (a number from 1 to 65535)"
-    if problem:
-        raise ValueError(
-            f"base_url={base_url!r} (CYCLES_BASE_URL) {problem}: write it as http://host:port or https://host"
-        )
-
-
-def _ensure_protocol_spans(
-    tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None
-) -> None:
-    """Instrument runcycles (once, process-wide) so reserve/commit/release spans nest in ours."""
-    instrumentor = CyclesInstrumentor()
-    if not instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)

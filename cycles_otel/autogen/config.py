@@ -29,10 +29,12 @@ Unit = Literal["USD_MICROCENTS", "TOKENS"]
 OveragePolicy = Literal["ALLOW_IF_AVAILABLE", "REJECT", "ALLOW_WITH_OVERDRAFT"]
 AuthorityErrorPolicy = Literal["raise", "allow"]
 Tokenizer = Literal["auto", "characters"]
+Mode = Literal["enforce", "observe"]
+ToolDenial = Literal["raise", "result"]
 
 
-class ClientSettings(BaseModel):
-    """Everything a ``BudgetedChatCompletionClient`` is configured with, apart from the objects it wraps.
+class GovernanceSettings(BaseModel):
+    """What every governed call is configured with: where it is charged, how it is reserved and settled.
 
     Strict: a string is not a bool and ``"100"`` is not an int. Build it with :meth:`validated`,
     whose errors name the argument and what to pass instead.
@@ -47,21 +49,15 @@ class ClientSettings(BaseModel):
     agent: str | None = None
     """A fixed agent; ``None`` attributes each call to the AutoGen agent making it."""
     toolset: str | None = None
-    action_kind: str = "llm.completion"
-    model: str | None = None
+    action_kind: str
     estimate_amount: int | None = None
-    """A fixed estimate per call; ``None``: priced input + output cap, or the guide's 2,000,000."""
-    max_output_tokens: int | None = None
     unit: Unit = "USD_MICROCENTS"
     ttl_ms: int = 60_000
     overage_policy: OveragePolicy = "ALLOW_IF_AVAILABLE"
-    tool_allowlist: list[str] | None = None
-    tool_denylist: list[str] | None = None
-    emit_inference_span: bool = True
-    capture_content: bool | None = None
     settle_in_background: bool = False
     on_authority_error: AuthorityErrorPolicy = "raise"
-    tokenizer: Tokenizer = "auto"
+    mode: Mode = "enforce"
+    """``observe``: ask the authority (``/v1/decide``) and record its decision, never block or hold budget."""
 
     @classmethod
     def validated(cls, **values: Any) -> Self:
@@ -104,29 +100,13 @@ class ClientSettings(BaseModel):
             )
         return value
 
-    @field_validator("model")
-    @classmethod
-    def _model(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("model='': pass the model id, e.g. model='gpt-4o', or None to read it off inner")
-        return value
-
     @field_validator("estimate_amount")
     @classmethod
     def _estimate(cls, value: int | None) -> int | None:
         if value is not None and not 0 <= value <= MAX_AMOUNT:
             raise ValueError(
                 f"estimate_amount={value!r}: give an int >= 0 and <= {MAX_AMOUNT} (the protocol's int64 "
-                "maximum), a callable (messages, tools) -> int, or None"
-            )
-        return value
-
-    @field_validator("max_output_tokens")
-    @classmethod
-    def _output_cap(cls, value: int | None) -> int | None:
-        if value is not None and value < 1:
-            raise ValueError(
-                f"max_output_tokens={value!r}: give a positive int, e.g. max_output_tokens=1_000"
+                "maximum), a callable, or None"
             )
         return value
 
@@ -138,6 +118,33 @@ class ClientSettings(BaseModel):
             raise ValueError(f"ttl_ms={value!r}: the protocol takes a TTL between {low} and {high} ms")
         return value
 
+
+class ClientSettings(GovernanceSettings):
+    """Everything a ``BudgetedChatCompletionClient`` is configured with, apart from the objects it wraps."""
+
+    action_kind: str = "llm.completion"
+    model: str | None = None
+    max_output_tokens: int | None = None
+    tool_allowlist: list[str] | None = None
+    tool_denylist: list[str] | None = None
+    emit_inference_span: bool = True
+    capture_content: bool | None = None
+    tokenizer: Tokenizer = "auto"
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("model='': pass the model id, e.g. model='gpt-4o', or None to read it off inner")
+        return value
+
+    @field_validator("max_output_tokens")
+    @classmethod
+    def _output_cap(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError(f"max_output_tokens={value!r}: {_FIXES['max_output_tokens']}")
+        return value
+
     @field_validator("tool_allowlist", "tool_denylist", mode="before")
     @classmethod
     def _tool_names(cls, value: Any, info: Any) -> Any:
@@ -145,6 +152,14 @@ class ClientSettings(BaseModel):
             name = info.field_name
             raise TypeError(f"{name} must be a list of tool names, e.g. {name}=[{value!r}], got {value!r}")
         return list(value) if isinstance(value, tuple) else value
+
+
+class ToolSettings(GovernanceSettings):
+    """Everything a ``BudgetedTool`` or ``BudgetedWorkbench`` is configured with, apart from the tools."""
+
+    action_kind: str = "tool.call"
+    on_denied: ToolDenial = "raise"
+    """``raise``: the typed runcycles error; ``result``: a tool error result the model reads."""
 
 
 class BudgetedChatCompletionClientConfig(ClientSettings):
@@ -175,6 +190,8 @@ _FIXES: Final = {
     "overage_policy": "give 'ALLOW_IF_AVAILABLE', 'REJECT' or 'ALLOW_WITH_OVERDRAFT'",
     "on_authority_error": "give 'raise' (the default) or 'allow' (fail open)",
     "tokenizer": "give 'auto' (the inner client's tokenizer) or 'characters'",
+    "mode": "give 'enforce' (the default) or 'observe' (shadow mode: decide and record, never block)",
+    "on_denied": "give 'raise' (the typed runcycles error) or 'result' (a tool error result the model reads)",
 }
 
 

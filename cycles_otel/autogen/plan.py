@@ -1,30 +1,39 @@
-"""What every call of one client shares (``Governance``), and the frozen plan of one call (``CallPlan``)."""
+"""What governed calls share (``Governor``, ``Governance``), how they are priced, and one call's plan."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from autogen_core.models import ChatCompletionClient, LLMMessage
 from runcycles import Action, Amount, Subject  # type: ignore[import-untyped]
 
 from cycles_otel.autogen.attribution import CallingAgent
 from cycles_otel.autogen.authority import Authority
-from cycles_otel.autogen.config import ClientSettings
+from cycles_otel.autogen.config import ClientSettings, GovernanceSettings
 from cycles_otel.autogen.estimate import Estimate, Estimator, Tools
+from cycles_otel.autogen.settlement import Settlements
 from cycles_otel.autogen.usage import configured_output_cap
 from cycles_otel.pricing import PriceTable, UnknownModelError, microcents_to_usd
+
+SettingsT = TypeVar("SettingsT", bound=GovernanceSettings)
 
 
 @dataclass(frozen=True)
 class Priced:
-    """Usage priced once: what to commit (in the budget's unit) and what it cost in dollars."""
+    """Usage priced once: what to commit (in the budget's unit), what it cost in dollars, its tokens."""
 
-    input_tokens: int
-    output_tokens: int
     amount: int
     usd: float | None
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @classmethod
+    def of(cls, amount: int, unit: str) -> Priced:
+        """A fixed amount (a tool run): in dollars too when the budget counts money."""
+        return cls(amount, float(microcents_to_usd(amount)) if unit == "USD_MICROCENTS" else None)
 
 
 @dataclass(frozen=True)
@@ -42,25 +51,42 @@ class CostModel:
         except UnknownModelError:  # a TOKENS budget needs no price; then there is no dollar figure
             microcents = None
         if free:
-            return Priced(input_tokens, output_tokens, 0, 0.0)
+            return Priced(0, 0.0, input_tokens, output_tokens)
         amount = input_tokens + output_tokens if self.unit == "TOKENS" else microcents
         assert amount is not None  # USD_MICROCENTS clients check their model's price at construction
         usd = float(microcents_to_usd(microcents)) if microcents is not None else None
-        return Priced(input_tokens, output_tokens, amount, usd)
+        return Priced(amount, usd, input_tokens, output_tokens)
+
+
+@dataclass(frozen=True)
+class Governor(Generic[SettingsT]):
+    """What the governed calls of one client (or tool) share: settings, authority, pending settlements."""
+
+    settings: SettingsT
+    authority: Authority
+    settlements: Settlements
+    fallback_agent: str | None
+    """The Cycles config's agent (``CYCLES_AGENT``), used when no fixed or calling agent is known."""
+
+    def with_agent(self, agent: str) -> Governor[SettingsT]:
+        """The same governor, its calls attributed to ``agent`` (checked like the constructor's)."""
+        settings = type(self.settings).validated(**{**self.settings.model_dump(), "agent": agent})
+        return dataclasses.replace(self, settings=settings)
 
 
 @dataclass(frozen=True)
 class Governance:
-    """What every call of one client (and its ``with_agent`` twins) shares."""
+    """What every model call of one client (and its ``with_agent`` twins) shares."""
 
-    settings: ClientSettings
+    governor: Governor[ClientSettings]
     inner: ChatCompletionClient
-    authority: Authority
     costs: CostModel
     estimator: Estimator
     provider: str
-    fallback_agent: str | None
-    """The Cycles config's agent (``CYCLES_AGENT``), used when no fixed or calling agent is known."""
+
+    @property
+    def settings(self) -> ClientSettings:
+        return self.governor.settings
 
     @property
     def model(self) -> str:
@@ -78,19 +104,7 @@ class Governance:
         settings = self.settings
         output_cap = settings.max_output_tokens or configured_output_cap(self.inner, extra_create_args)
         estimate = await self.estimator.estimate(messages, tools, self.model, self.costs.pricing, output_cap)
-        agent_name = settings.agent or (agent.name if agent is not None else None) or self.fallback_agent
-        subject = settings.subject
-        if agent_name:
-            subject["agent"] = agent_name
-        return CallPlan(
-            subject=subject,
-            cycles_subject=Subject(**subject),
-            action=Action(kind=settings.action_kind, name=self.model),
-            estimate=estimate,
-            estimate_amount=Amount(unit=settings.unit, amount=estimate.amount),
-            agent=agent,
-            agent_name=agent_name,
-        )
+        return CallPlan.of(settings, self.model, estimate, agent, self.governor.fallback_agent)
 
 
 @dataclass(frozen=True)
@@ -104,3 +118,27 @@ class CallPlan:
     estimate_amount: Amount
     agent: CallingAgent | None
     agent_name: str | None
+
+    @classmethod
+    def of(
+        cls,
+        settings: GovernanceSettings,
+        action_name: str,
+        estimate: Estimate,
+        agent: CallingAgent | None,
+        fallback_agent: str | None,
+    ) -> CallPlan:
+        """The plan of a call by ``agent`` (the fixed agent, else the caller, else ``fallback_agent``)."""
+        agent_name = settings.agent or (agent.name if agent is not None else None) or fallback_agent
+        subject = settings.subject
+        if agent_name:
+            subject["agent"] = agent_name
+        return cls(
+            subject=subject,
+            cycles_subject=Subject(**subject),
+            action=Action(kind=settings.action_kind, name=action_name),
+            estimate=estimate,
+            estimate_amount=Amount(unit=settings.unit, amount=estimate.amount),
+            agent=agent,
+            agent_name=agent_name,
+        )

@@ -39,6 +39,8 @@ class BudgetRun:
 
     parent: BudgetRun | None = None
     failures: list[Exception] = field(default_factory=list)
+    stop: Exception | None = None
+    """A denial that stops the run at its next governed model call (a tool's, with ``on_denied="raise"``)."""
 
     def record(self, error: Exception) -> None:
         run: BudgetRun | None = self
@@ -64,11 +66,33 @@ _current_run: contextvars.ContextVar[BudgetRun | None] = contextvars.ContextVar(
 _runs_by_team: dict[str, BudgetRun] = {}
 
 
+def _run_of(agent: CallingAgent | None) -> BudgetRun | None:
+    return _current_run.get() or (_runs_by_team.get(agent.key) if agent is not None and agent.key else None)
+
+
 def record_failure(error: Exception, agent: CallingAgent | None) -> None:
     """Called by the client with each error its governed call raises inside a team run."""
-    run = _current_run.get() or (_runs_by_team.get(agent.key) if agent is not None and agent.key else None)
+    run = _run_of(agent)
     if run is not None:
         run.record(error)
+
+
+def stop_run(error: Exception, agent: CallingAgent | None) -> bool:
+    """Stop the run ``agent`` belongs to at its next governed model call; False when there is no run."""
+    run = _run_of(agent)
+    if run is None:
+        return False
+    while run is not None:  # and every run around it
+        if run.stop is None:
+            run.stop = error
+        run = run.parent
+    return True
+
+
+def pending_stop(agent: CallingAgent | None) -> Exception | None:
+    """The denial that stopped the run ``agent`` belongs to, if one did."""
+    run = _run_of(agent)
+    return run.stop if run is not None else None
 
 
 def budget_stop_reason(error: Exception) -> str:
@@ -181,6 +205,36 @@ def install_on_first_client() -> None:
             _wrap()
 
 
+async def _agent_run(original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """A single agent's ``run()``: a run of its own, so a tool denial can stop its next model call."""
+    token = _current_run.set(BudgetRun(parent=_current_run.get()))
+    try:
+        return await original(*args, **kwargs)
+    finally:
+        with contextlib.suppress(ValueError):
+            _current_run.reset(token)
+
+
+async def _agent_run_stream(
+    original: Callable[..., AsyncGenerator[Any, None]], *args: Any, **kwargs: Any
+) -> AsyncGenerator[Any, None]:
+    token = _current_run.set(BudgetRun(parent=_current_run.get()))
+    try:
+        async for item in original(*args, **kwargs):
+            yield item
+    finally:
+        with contextlib.suppress(ValueError):
+            _current_run.reset(token)
+
+
+def _base_chat_agent() -> Any:
+    try:
+        from autogen_agentchat.agents import BaseChatAgent
+    except ImportError:  # pragma: no cover - agentchat not installed
+        return None
+    return BaseChatAgent
+
+
 def _base_group_chat() -> Any:
     try:
         from autogen_agentchat.teams import BaseGroupChat
@@ -190,27 +244,43 @@ def _base_group_chat() -> Any:
 
 
 def _wrap() -> bool:
-    base = _base_group_chat()
-    if base is None:
+    team, agent = _base_group_chat(), _base_chat_agent()
+    if team is None or agent is None:
         return False
-    if getattr(base.run_stream, _WRAPPED, False):
+    if getattr(team.run_stream, _WRAPPED, False):
         return True
-    original = base.run_stream
+    team_run_stream, agent_run, agent_run_stream = team.run_stream, agent.run, agent.run_stream
 
-    @functools.wraps(original)
+    @functools.wraps(team_run_stream)
     def run_stream(self: Any, *args: Any, **kwargs: Any) -> AsyncGenerator[Any, None]:
-        return _run_stream(self, original.__get__(self), *args, **kwargs)
+        return _run_stream(self, team_run_stream.__get__(self), *args, **kwargs)
 
-    setattr(run_stream, _WRAPPED, original)
-    base.run_stream = run_stream
+    @functools.wraps(agent_run)
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return _agent_run(agent_run.__get__(self), *args, **kwargs)
+
+    @functools.wraps(agent_run_stream)
+    def run_agent_stream(self: Any, *args: Any, **kwargs: Any) -> AsyncGenerator[Any, None]:
+        return _agent_run_stream(agent_run_stream.__get__(self), *args, **kwargs)
+
+    for owner, name, wrapper, original in (
+        (team, "run_stream", run_stream, team_run_stream),
+        (agent, "run", run, agent_run),
+        (agent, "run_stream", run_agent_stream, agent_run_stream),
+    ):
+        setattr(wrapper, _WRAPPED, original)
+        setattr(owner, name, wrapper)
     return True
 
 
 def _unwrap() -> None:
-    base = _base_group_chat()
-    original = getattr(base.run_stream, _WRAPPED, None) if base is not None else None
-    if base is not None and original is not None:
-        base.run_stream = original
+    for owner in (_base_group_chat(), _base_chat_agent()):
+        if owner is None:
+            continue
+        for name in ("run", "run_stream"):
+            original = getattr(getattr(owner, name, None), _WRAPPED, None)
+            if original is not None and name in vars(owner):
+                setattr(owner, name, original)
 
 
 def _class_wrapped(team: Any) -> bool:

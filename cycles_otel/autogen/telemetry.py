@@ -23,6 +23,7 @@ from cycles_otel.autogen.plan import CallPlan, Priced
 from cycles_otel.autogen.reservation import deny_detail
 from cycles_otel.failsafe import never_raises
 from cycles_otel.instruments import get_instruments
+from cycles_otel.protocol import CyclesInstrumentor
 from cycles_otel.version import __version__
 
 TRACER_NAME: Final = "cycles_otel.autogen"
@@ -52,12 +53,15 @@ class GenAiLabels:
 
 @dataclass(frozen=True)
 class ClientFacts:
-    """What every call of one client reports the same way."""
+    """What every call of one client (or tool) reports the same way."""
 
     model: str
+    """The model asked for; for a tool, the tool's name."""
     provider: str
     unit: str
     action_kind: str
+    name_key: str = sc.GEN_AI_REQUEST_MODEL
+    """The attribute and cost label that name what is called: the model, or ``gen_ai.tool.name``."""
 
 
 class ClientTelemetry:
@@ -77,31 +81,30 @@ class ClientTelemetry:
         self.instruments = get_instruments(meter_provider)
         self.emit_inference_span = emit_inference_span
         self.capture_content = capture_content
-        self._genai_labels = self._bounded_genai_labels()
+        self._genai_labels: GenAiLabels | None = None
         self._cost_labels: dict[str, Mapping[str, AttributeValue]] = {}
 
-    def _bounded_genai_labels(self) -> GenAiLabels:
-        bounded_model = self.instruments.guard.bound(sc.GEN_AI_REQUEST_MODEL, self.facts.model)
-        return GenAiLabels.of(self.facts.provider, bounded_model)
+    def _bounded_name(self) -> str:
+        return self.instruments.guard.bound(self.facts.name_key, self.facts.model)
 
     @property
     def genai_labels(self) -> GenAiLabels:
         """The GenAI metric labels; a model collapsed to ``other`` is asked (and counted) each call."""
-        if self._genai_labels.call[sc.GEN_AI_REQUEST_MODEL] != self.facts.model:
-            return self._bounded_genai_labels()
-        return self._genai_labels
+        labels = self._genai_labels
+        if labels is None or labels.call[sc.GEN_AI_REQUEST_MODEL] != self.facts.model:
+            labels = self._genai_labels = GenAiLabels.of(self.facts.provider, self._bounded_name())
+        return labels
 
     def cost_labels(self, agent: str) -> Mapping[str, AttributeValue]:
         """The cost counter's labels for ``agent``, built once per agent the guard admits."""
         found = self._cost_labels.get(agent)
         if found is not None:
             return found
-        guard = self.instruments.guard
-        bounded_agent = guard.bound(sc.GEN_AI_AGENT_NAME, agent)
-        bounded_model = self.genai_labels.call[sc.GEN_AI_REQUEST_MODEL]
-        found = {sc.GEN_AI_REQUEST_MODEL: bounded_model, sc.GEN_AI_AGENT_NAME: bounded_agent}
+        bounded_agent = self.instruments.guard.bound(sc.GEN_AI_AGENT_NAME, agent)
+        bounded_name = self._bounded_name()
+        found = {self.facts.name_key: bounded_name, sc.GEN_AI_AGENT_NAME: bounded_agent}
         # An admitted pair stays admitted; a collapsed value is asked (and counted) again each call.
-        if bounded_agent == agent and bounded_model == self.facts.model:
+        if bounded_agent == agent and bounded_name == self.facts.model:
             self._cost_labels[agent] = found
         return found
 
@@ -129,7 +132,7 @@ class CallTelemetry:
             sc.CYCLES_UNIT: facts.unit,
             sc.CYCLES_ESTIMATE_AMOUNT: plan.estimate.amount,
             sc.CYCLES_ESTIMATE_SOURCE: plan.estimate.source,
-            sc.GEN_AI_REQUEST_MODEL: facts.model,
+            facts.name_key: facts.model,
             **{sc.CYCLES_SUBJECT_PREFIX + k: v for k, v in plan.subject.items()},
             **self._agent_attributes(),
         }
@@ -184,6 +187,18 @@ class CallTelemetry:
         self.span.set_attribute(sc.CYCLES_GOVERNED, False)
         self.span.add_event(sc.EVENT_AUTHORITY_UNAVAILABLE, {sc.ERROR_TYPE: error_type})
         self._owner.instruments.ungoverned.add(1, {sc.ERROR_TYPE: error_type}, context=self._context())
+
+    @never_raises
+    def observed(self, decision: str | None, reason: str | None, exc: BaseException | None) -> None:
+        """Shadow mode: what the authority would have decided (``/v1/decide``); nothing was held."""
+        attributes: dict[str, AttributeValue] = {sc.CYCLES_MODE: sc.MODE_OBSERVE}
+        if decision:
+            attributes[sc.CYCLES_DECISION] = decision
+        if reason:
+            attributes[sc.CYCLES_REASON] = reason
+        self.span.set_attributes(attributes)
+        if exc is not None:
+            self.span.add_event(sc.EVENT_AUTHORITY_UNAVAILABLE, {sc.ERROR_TYPE: _error_type(exc)})
 
     @never_raises
     def settled(
@@ -333,3 +348,12 @@ def _mark_error(span: Span, exc: BaseException) -> None:
     span.set_status(Status(StatusCode.ERROR, str(exc) or _error_type(exc)))
     if span.is_recording():
         span.record_exception(exc)
+
+
+def instrument_protocol_layer(
+    tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None
+) -> None:
+    """Instrument runcycles (once, process-wide) so reserve/commit/release spans nest in ours."""
+    instrumentor = CyclesInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)

@@ -269,6 +269,8 @@ class ProtocolCall:
             instruments.board.update_from_balances(balances)
         if op.holds:
             self._record_hold(answer)
+        elif op.decides:
+            self._record_decision(answer)
         target = self._target
         if outcome is not None and op.settles is not None and t.settle_once(target, outcome):
             instruments.settlements.add(1, {sc.LABEL_OUTCOME: outcome})
@@ -286,11 +288,9 @@ class ProtocolCall:
         elif op.extends_hold and answer.ok and self._reservation_id is not None:
             t.reservation_extended(self._reservation_id, answer.body)
 
-    def _record_hold(self, answer: Answer) -> None:
-        request, instruments = fields_of(self._request), self._t.instruments
-        if answer.decision is None or request.get("dry_run") is True:
-            return
-        action = fields_of(request.get("action"))
+    def _decision_labels(self, answer: Answer) -> dict[str, AttributeValue]:
+        assert answer.decision is not None
+        action = fields_of(fields_of(self._request).get("action"))
         labels: dict[str, AttributeValue] = {
             sc.LABEL_DECISION: answer.decision,
             sc.LABEL_ACTION_KIND: self._t.bounded(sc.LABEL_ACTION_KIND, text(action.get("kind")) or UNKNOWN),
@@ -298,9 +298,23 @@ class ProtocolCall:
         }
         if answer.decision == sc.DECISION_DENY:
             labels[sc.LABEL_REASON] = answer.reason or UNKNOWN
-            instruments.reservations.add(1, labels)
+        return labels
+
+    def _record_decision(self, answer: Answer) -> None:
+        """A decision that held nothing: what the authority would have decided (shadow mode, preflight)."""
+        if answer.decision is not None:
+            self._t.instruments.decisions.add(1, self._decision_labels(answer))
+
+    def _record_hold(self, answer: Answer) -> None:
+        request, instruments = fields_of(self._request), self._t.instruments
+        if request.get("dry_run") is True:
+            self._record_decision(answer)
             return
-        instruments.reservations.add(1, labels)
+        if answer.decision is None:
+            return
+        instruments.reservations.add(1, self._decision_labels(answer))
+        if answer.decision == sc.DECISION_DENY:
+            return
         body = answer.body or NO_FIELDS
         amount, unit = amount_of(body.get("reserved"))
         if amount is None:

@@ -82,6 +82,8 @@ class Operation:
     """Its answer can be a budget decision (ALLOW / ALLOW_WITH_CAPS / DENY)."""
     holds: bool = False
     """A successful answer opens a hold on budget (a reservation), counted and leased until settled."""
+    decides: bool = False
+    """Its answer is a decision that holds nothing (``/v1/decide``; a dry-run reserve decides too)."""
     extends_hold: bool = False
     settles: Settles | None = None
     charges_per_event: bool = False
@@ -157,7 +159,7 @@ OPERATIONS: Final = (
     Operation(
         "extend_reservation", sc.SPAN_EXTEND, "extend", takes_id=True, takes_body=True, extends_hold=True
     ),
-    Operation("decide", sc.SPAN_DECIDE, "decide", takes_body=True, can_deny=True),
+    Operation("decide", sc.SPAN_DECIDE, "decide", takes_body=True, can_deny=True, decides=True),
     Operation(
         "create_event",
         sc.SPAN_EVENT,
