@@ -10,7 +10,6 @@ every request itself.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -90,29 +89,21 @@ class _LoopPool:
         # aiohttp retries an idempotent request (the GETs) once when a reused connection drops;
         # httpx does not, and a dropped balance query must read the same on both.
         session._retry_connection = False
-        closer = _close_with_loop(session, asyncio.get_running_loop())
+        closer = _close_with_loop(session)
         await anext(closer)
         return cls(session, asyncio.Semaphore(settings.max_connections), closer)
 
     async def close(self) -> None:
         await self.closer.aclose()
 
-    def forget(self) -> None:
-        """Finish the closer of a loop that was closed without shutting its async generators down."""
-        with contextlib.suppress(StopIteration):  # its ``finally`` returns at once: nothing to await
-            self.closer.aclose().send(None)
 
-
-async def _close_with_loop(
-    session: aiohttp.ClientSession, loop: asyncio.AbstractEventLoop
-) -> AsyncGenerator[None, None]:
+async def _close_with_loop(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
     """Suspended for as long as its loop lives: ``asyncio.run()`` (any ``loop.shutdown_asyncgens()``)
     closes it as the loop ends, and with it the session, so a client can outlive its event loops."""
     try:
         yield
     finally:
-        if not loop.is_closed():
-            await session.close()
+        await session.close()
 
 
 class AiohttpCyclesClient(AsyncCyclesClient):  # type: ignore[misc]
@@ -215,14 +206,11 @@ class AiohttpCyclesClient(AsyncCyclesClient):  # type: ignore[misc]
         """Close the session of the running loop; sessions of other live loops close in their own loop."""
         self._closed = True
         pools, self._pools = self._pools, {}
-        current = asyncio.get_running_loop()
-        for loop, pool in pools.items():
-            if loop is current:
-                await pool.close()
-            elif loop.is_closed():
-                pool.forget()
-            # Otherwise dropping the last reference to its closer hands it to asyncio's async-generator
-            # finalizer, which closes that session in its own loop.
+        # Another live loop's session: dropping the last reference to its closer hands it to asyncio's
+        # async-generator finalizer, which closes that session in its own loop.
+        current = pools.get(asyncio.get_running_loop())
+        if current is not None:
+            await current.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -272,9 +260,10 @@ class AiohttpCyclesClient(AsyncCyclesClient):  # type: ignore[misc]
     async def _open_pool(self) -> _LoopPool:
         if self._closed:
             raise RuntimeError(CLOSED_MESSAGE)
-        for loop, stale in list(self._pools.items()):
-            if loop.is_closed() and self._pools.pop(loop, None) is stale:
-                stale.forget()
+        # A loop closed without shutting its async generators down (no asyncio.run) could not close
+        # its session: forget it, the garbage collector takes it (and aiohttp says it was left open).
+        for loop in [loop for loop in self._pools if loop.is_closed()]:
+            self._pools.pop(loop, None)
         pool = await _LoopPool.open(self._settings)
         self._pools[asyncio.get_running_loop()] = pool
         return pool
