@@ -262,8 +262,9 @@ class AiohttpCyclesClient(AsyncCyclesClient):  # type: ignore[misc]
             raise RuntimeError(CLOSED_MESSAGE)
         # A loop closed without shutting its async generators down (no asyncio.run) could not close
         # its session: forget it, the garbage collector takes it (and aiohttp says it was left open).
-        for loop in [loop for loop in self._pools if loop.is_closed()]:
-            self._pools.pop(loop, None)
+        for loop in list(self._pools):  # a copy: another thread's loop may add its own meanwhile
+            if loop.is_closed():
+                self._pools.pop(loop, None)
         pool = await _LoopPool.open(self._settings)
         self._pools[asyncio.get_running_loop()] = pool
         return pool
