@@ -15,7 +15,6 @@ from authority_conformance import USD, acme, authority
 from runcycles import (
     Action,
     Amount,
-    AsyncCyclesClient,
     BalanceResponse,
     BudgetExceededError,
     CommitResponse,
@@ -30,8 +29,9 @@ from runcycles import (
 )
 
 from cycles_otel.testing.authority import LocalCyclesServer
+from tests.transports import AsyncClientFactory, transport
 
-__all__ = ["acme", "authority"]  # fixtures used by name below
+__all__ = ["acme", "authority", "transport"]  # fixtures used by name below
 
 ACTION = Action(kind="llm.completion", name="gpt-4o")
 Model = TypeVar("Model")
@@ -134,9 +134,9 @@ def test_the_sync_decorator_commits_the_actual_cost(authority: LocalCyclesServer
 
 
 async def test_the_async_decorator_commits_and_a_denial_raises_budget_exceeded(
-    authority: LocalCyclesServer, acme: str
+    authority: LocalCyclesServer, acme: str, transport: AsyncClientFactory
 ) -> None:
-    client = AsyncCyclesClient(authority.config(acme))
+    client = transport(authority.config(acme))
 
     @cycles(estimate=2 * USD, actual=USD, client=client, action_kind="llm.completion", action_name="gpt-4o")
     async def call() -> str:
@@ -157,11 +157,11 @@ async def test_the_async_decorator_commits_and_a_denial_raises_budget_exceeded(
 
 
 async def test_the_async_stream_heartbeat_extends_the_reservation(
-    authority: LocalCyclesServer, acme: str
+    authority: LocalCyclesServer, acme: str, transport: AsyncClientFactory
 ) -> None:
     # With 0.5 s timeouts runcycles keeps 13 s of retry reserve: a 12 s lease is extended at once, then not
     # again within the test.
-    client = AsyncCyclesClient(authority.config(acme, connect_timeout=0.5, read_timeout=0.5))
+    client = transport(authority.config(acme, connect_timeout=0.5, read_timeout=0.5))
     estimate = Amount(unit=Unit.USD_MICROCENTS, amount=10_000)
     async with client.stream_reservation(action=ACTION, estimate=estimate, ttl_ms=12_000) as stream:
         created_expiry = authority.ledger().reservation(stream.reservation_id).expires_at_ms
@@ -185,9 +185,9 @@ def test_a_sync_stream_that_fails_releases_its_hold(authority: LocalCyclesServer
 
 
 async def test_a_commit_after_expiry_is_recovered_through_events(
-    authority: LocalCyclesServer, acme: str, caplog: pytest.LogCaptureFixture
+    authority: LocalCyclesServer, acme: str, caplog: pytest.LogCaptureFixture, transport: AsyncClientFactory
 ) -> None:
-    client = AsyncCyclesClient(authority.config(acme))
+    client = transport(authority.config(acme))
     estimate = Amount(unit=Unit.USD_MICROCENTS, amount=10_000)
     async with client.stream_reservation(action=ACTION, estimate=estimate) as stream:
         authority.expire_now(stream.reservation_id)

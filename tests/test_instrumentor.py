@@ -37,9 +37,12 @@ from runcycles import (  # type: ignore[import-untyped]
 
 from cycles_otel import CyclesInstrumentor
 from cycles_otel import semconv as sc
+from cycles_otel.protocol.transport import AiohttpCyclesClient
 from cycles_otel.testing.telemetry import TelemetryCapture
 from tests.conftest import IN_CI
 from tests.test_protocol_calls import (
+    CLIENT_CLASSES,
+    CLIENT_KINDS,
     TENANT,
     UNIT,
     authority,
@@ -56,7 +59,7 @@ OPERATION_METHODS = (
     "create_event", "get_balances", "get_reservation", "list_reservations",
 )  # fmt: skip
 PATCHED: list[tuple[type, str]] = [
-    (c, m) for c in (CyclesClient, AsyncCyclesClient) for m in OPERATION_METHODS
+    (c, m) for c in (CyclesClient, AsyncCyclesClient, AiohttpCyclesClient) for m in OPERATION_METHODS
 ] + [(e, "_attempt_once") for e in (retry.CommitRetryEngine, retry.AsyncCommitRetryEngine)]
 VENV_BIN = Path(sys.executable).parent
 
@@ -82,15 +85,16 @@ def test_instrument_wraps_every_method_and_uninstrument_restores_the_originals(
     assert instrumentor.instrumentation_dependencies() == ("runcycles >= 0.5.3",)
 
 
-def test_an_uninstrumented_client_sends_no_spans_and_no_traceparent(
-    telemetry: TelemetryCapture,
+@pytest.mark.parametrize("kind", CLIENT_KINDS)
+async def test_an_uninstrumented_client_sends_no_spans_and_no_traceparent(
+    telemetry: TelemetryCapture, kind: str
 ) -> None:
     with authority() as (server, config):
-        client = CyclesClient(config)
+        client = make_client(kind, config)
         with instrumented(telemetry):
-            assert client.create_reservation(reserve_body(10)).is_success
-        assert client.create_reservation(reserve_body(10)).is_success
-        client.close()
+            assert (await call(client, "create_reservation", reserve_body(10))).is_success
+        assert (await call(client, "create_reservation", reserve_body(10))).is_success
+        await close(client)
         first, second = server.requests
     assert "traceparent" in first.headers and "traceparent" not in second.headers
     assert len(telemetry.spans(sc.SPAN_RESERVE)) == 1
@@ -167,13 +171,13 @@ def broken_meter_provider(request: pytest.FixtureRequest) -> Iterator[MeterProvi
 
 
 @pytest.mark.parametrize("breaks_on", ["on_start", "on_end"])
-@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize("kind", CLIENT_KINDS)
 async def test_broken_telemetry_never_reaches_the_caller(
     kind: str, breaks_on: str, broken_meter_provider: MeterProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(ThrowingProcessor(breaks_on))
-    client_class = CyclesClient if kind == "sync" else AsyncCyclesClient
+    client_class = CLIENT_CLASSES[kind]
     returned_by_runcycles: list[Any] = []
     for private in ("_post", "_get"):
         real = getattr(client_class, private)

@@ -16,14 +16,25 @@ from runcycles import AsyncCyclesClient, CyclesClient, CyclesConfig  # type: ign
 
 from cycles_otel import semconv as sc
 from cycles_otel.protocol import CyclesInstrumentor
+from cycles_otel.protocol.transport import AiohttpCyclesClient
 from cycles_otel.testing.authority import LocalCyclesServer
 from cycles_otel.testing.telemetry import TelemetryCapture
 from tests.reliability_support import instrumented
+from tests.transports import AsyncClientFactory, transport
+
+__all__ = ["transport"]  # a fixture used by name below
 
 TENANT = "acme"
 SCOPE = f"tenant:{TENANT}"
 UNIT = "USD_MICROCENTS"
 Client: TypeAlias = Any  # CyclesClient or AsyncCyclesClient (runcycles ships no type information)
+# The sync client, and the async one over each transport (runcycles' httpx, aiohttp).
+CLIENT_CLASSES: dict[str, Any] = {
+    "sync": CyclesClient,
+    "async": AsyncCyclesClient,
+    "aiohttp": AiohttpCyclesClient,
+}
+CLIENT_KINDS = tuple(CLIENT_CLASSES)
 
 
 # --- helpers shared with the other protocol-layer test modules ------------------------------------
@@ -41,7 +52,7 @@ async def call(client: Client, method: str, *args: Any, **kwargs: Any) -> Any:
 
 
 def make_client(kind: str, config: CyclesConfig) -> Client:
-    return CyclesClient(config) if kind == "sync" else AsyncCyclesClient(config)
+    return CLIENT_CLASSES[kind](config)
 
 
 async def close(client: Client) -> None:
@@ -85,7 +96,7 @@ def traceparents(server: LocalCyclesServer) -> list[tuple[str, str]]:
 
 
 # --- fixtures -----------------------------------------------------------------------------------
-@pytest.fixture(params=["sync", "async"])
+@pytest.fixture(params=CLIENT_KINDS)
 async def setup(
     request: pytest.FixtureRequest, telemetry: TelemetryCapture
 ) -> AsyncIterator[tuple[LocalCyclesServer, Client]]:
@@ -270,13 +281,15 @@ async def test_a_failing_call_raises_its_own_exception_and_ends_its_span(
     assert [e.attributes["exception.message"] for e in span.events] == [str(raised.value)]  # type: ignore[index]
 
 
-async def test_unsampled_calls_still_count_and_still_propagate(telemetry: TelemetryCapture) -> None:
+async def test_unsampled_calls_still_count_and_still_propagate(
+    telemetry: TelemetryCapture, transport: AsyncClientFactory
+) -> None:
     unsampled = TracerProvider(sampler=ALWAYS_OFF)
     with authority() as (server, config):
         instrumentor = CyclesInstrumentor()
         instrumentor.instrument(tracer_provider=unsampled, meter_provider=telemetry.meter_provider)
         try:
-            async with AsyncCyclesClient(config) as client:
+            async with transport(config) as client:
                 held = await client.create_reservation(reserve_body(1_000))
                 await client.commit_reservation(
                     held.body["reservation_id"], settle_body(actual={"unit": UNIT, "amount": 250})

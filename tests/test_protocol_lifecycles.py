@@ -13,7 +13,6 @@ from opentelemetry.sdk.trace import ReadableSpan
 from runcycles import (  # type: ignore[import-untyped]
     Action,
     Amount,
-    AsyncCyclesClient,
     CyclesClient,
     cycles,
 )
@@ -21,6 +20,9 @@ from runcycles import (  # type: ignore[import-untyped]
 from cycles_otel import semconv as sc
 from cycles_otel.testing.telemetry import SpanNode, TelemetryCapture
 from tests.test_protocol_calls import SCOPE, UNIT, authority, hex_ids, instrumented, traceparents
+from tests.transports import AsyncClientFactory, transport
+
+__all__ = ["transport"]  # a fixture used by name below
 
 PROTOCOL_SPANS = {sc.SPAN_RESERVE, sc.SPAN_EXTEND, sc.SPAN_COMMIT, sc.SPAN_RELEASE, sc.SPAN_EVENT}
 # runcycles' minimum lease; its heartbeat then extends at once and about every half lease.
@@ -79,9 +81,11 @@ def test_sync_decorator_reserve_heartbeat_and_commit_join_the_callers_trace(
     assert telemetry.value("cycles.client.active_reservations") == 0
 
 
-async def test_async_decorator_joins_the_callers_trace(telemetry: TelemetryCapture) -> None:
+async def test_async_decorator_joins_the_callers_trace(
+    telemetry: TelemetryCapture, transport: AsyncClientFactory
+) -> None:
     with authority() as (server, config), instrumented(telemetry):
-        async with AsyncCyclesClient(config) as client:
+        async with transport(config) as client:
 
             @cycles(estimate=1_000, actual=400, ttl_ms=SHORT_TTL_MS, client=client)  # type: ignore[untyped-decorator]
             async def governed() -> str:
@@ -122,9 +126,11 @@ def test_sync_stream_reservation_joins_the_callers_trace(telemetry: TelemetryCap
     assert telemetry.value("cycles.client.active_reservations") == 0
 
 
-async def test_async_stream_reservation_joins_the_callers_trace(telemetry: TelemetryCapture) -> None:
+async def test_async_stream_reservation_joins_the_callers_trace(
+    telemetry: TelemetryCapture, transport: AsyncClientFactory
+) -> None:
     with authority() as (_, config), instrumented(telemetry):
-        async with AsyncCyclesClient(config) as client:
+        async with transport(config) as client:
             with telemetry.tracer_provider.get_tracer("test").start_as_current_span("caller"):
                 async with client.stream_reservation(
                     action=Action(kind="llm.completion", name="gpt-4o"),
@@ -167,10 +173,12 @@ def test_a_retried_commit_links_to_its_reservation(telemetry: TelemetryCapture) 
     assert telemetry.value("cycles.client.active_reservations") == 0
 
 
-async def test_an_expired_reservation_is_recovered_by_a_linked_event(telemetry: TelemetryCapture) -> None:
+async def test_an_expired_reservation_is_recovered_by_a_linked_event(
+    telemetry: TelemetryCapture, transport: AsyncClientFactory
+) -> None:
     with authority() as (server, config), instrumented(telemetry):
         server.faults.fail("commit", 410, error="RESERVATION_EXPIRED")
-        async with AsyncCyclesClient(dataclasses.replace(config, retry_initial_delay=0.05)) as client:
+        async with transport(dataclasses.replace(config, retry_initial_delay=0.05)) as client:
 
             @cycles(estimate=1_000, actual=800, client=client)  # type: ignore[untyped-decorator]
             async def governed() -> str:

@@ -30,10 +30,11 @@ RETRY_ATTEMPT_METHOD = "_attempt_once"
 
 
 class CyclesInstrumentor(BaseInstrumentor):  # type: ignore[misc]
-    """Spans, metrics and trace propagation for ``CyclesClient`` and ``AsyncCyclesClient``.
+    """Spans, metrics and trace propagation for ``CyclesClient``, ``AsyncCyclesClient`` and aiohttp's.
 
     ``CyclesInstrumentor().instrument(tracer_provider=None, meter_provider=None)`` wraps every
-    protocol method of both clients (including clients created earlier) until ``uninstrument()``.
+    protocol method of the runcycles clients and ``AiohttpCyclesClient`` (including clients created
+    earlier) until ``uninstrument()``.
     """
 
     _patches: list[tuple[type, str, Any]]
@@ -46,13 +47,17 @@ class CyclesInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         from runcycles import lifecycle, retry, streaming  # type: ignore[import-untyped]
         from runcycles.client import AsyncCyclesClient, CyclesClient  # type: ignore[import-untyped]
 
+        from cycles_otel.protocol.transport import AiohttpCyclesClient
+
         tracer = trace.get_tracer(
             TRACER_NAME, __version__, kwargs.get("tracer_provider"), schema_url=SCHEMA_URL
         )
         telemetry = ProtocolTelemetry(tracer, get_instruments(kwargs.get("meter_provider")))
         hooks = self._hooks = TraceHeaderHooks()
         self._patches = []
-        for client_class in (CyclesClient, AsyncCyclesClient):
+        # AiohttpCyclesClient overrides every protocol method without calling AsyncCyclesClient's: each
+        # class is wrapped apart, and a call is spanned once, by the class whose method runs.
+        for client_class in (CyclesClient, AsyncCyclesClient, AiohttpCyclesClient):
             for op in OPERATIONS:
                 original = vars(client_class).get(op.method)
                 if original is None:
