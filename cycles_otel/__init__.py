@@ -8,12 +8,12 @@ Usage
 -----
 Govern an AutoGen model client (the manual is ``cycles_otel.autogen``'s docstring)::
 
-    from cycles_otel.autogen import BudgetedChatCompletionClient, stop_on_budget
+    from cycles_otel.autogen import BudgetedChatCompletionClient   # the guide's CyclesBudgetClient, renamed
 
     model = BudgetedChatCompletionClient(inner=OpenAIChatCompletionClient(model="gpt-4o"),
                                          cycles_client=CyclesClient(CyclesConfig.from_env()),
-                                         tenant="acme", workflow="research", max_output_tokens=1_000)
-    team = stop_on_budget(RoundRobinGroupChat([...]))   # team.run() raises BudgetExceededError
+                                         tenant="acme", workflow="research")
+    team = RoundRobinGroupChat([...])   # team.run() raises BudgetExceededError when a call is denied
 
 Trace every Cycles protocol call, whoever makes it (``@cycles``, ``stream_reservation``, retries,
 journal replay, your own code)::

@@ -26,6 +26,7 @@ from budgeted_support import (
 from runcycles import BudgetExceededError, Caps, CyclesProtocolError, DebtOutstandingError
 
 from cycles_otel.autogen import EstimateError, apply_caps
+from cycles_otel.protocol.transport import AiohttpCyclesClient
 from cycles_otel.testing.telemetry import TelemetryCapture
 
 __all__ = ["authority", "global_telemetry", "instrumented"]  # fixtures, imported for pytest
@@ -276,7 +277,7 @@ def test_caps_lower_the_output_cap_and_filter_tools() -> None:
 async def test_an_allow_with_caps_decision_shapes_the_call_and_the_span(
     authority: Authority, instrumented: TelemetryCapture
 ) -> None:
-    cycles_client = authority.client()
+    cycles_client = AiohttpCyclesClient(authority.server.config(authority.key))  # used as given
     real_reserve = cycles_client.create_reservation
 
     async def with_caps(request: object) -> object:
@@ -468,7 +469,7 @@ async def test_a_cancellation_arriving_with_the_reserve_answer_still_cancels(
     authority: Authority, instrumented: TelemetryCapture
 ) -> None:
     """The caller is cancelled in the instant the reserve answer lands (where asyncio.wait_for drops it)."""
-    cycles_client = authority.client()
+    cycles_client = AiohttpCyclesClient(authority.server.config(authority.key))  # used as given
     inner = replay("never sent")
     client = budgeted(authority, instrumented, inner, cycles_client=cycles_client)
     answer_reserve = cycles_client.create_reservation

@@ -146,7 +146,11 @@ def test_span_tree_of_a_governed_turn(demo: DemoRun) -> None:
             {"name": sc.SPAN_COMMIT, "children": []},
         ],
     }
-    tool = {"name": f"execute_tool {scenario.TOOL_NAME}", "children": []}
+    tool_run = {  # the paid search is governed too, inside AutoGen's execute_tool span
+        "name": sc.SPAN_RESERVATION,
+        "children": [{"name": sc.SPAN_RESERVE, "children": []}, {"name": sc.SPAN_COMMIT, "children": []}],
+    }
+    tool = {"name": f"execute_tool {scenario.TOOL_NAME}", "children": [tool_run]}
     assert first == {
         "name": f"invoke_agent {scenario.RESEARCHER}",
         "children": [reservation, tool, reservation],

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import get_args
 from urllib.parse import urlsplit
 
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
+from cycles_otel.autogen.config import Transport
 from cycles_otel.pricing import PriceTable
+
+TRANSPORTS = get_args(Transport)
 
 
 def given(value: str | None, configured: str | None) -> str | None:
@@ -50,3 +54,12 @@ def check_base_url(base_url: str) -> None:
         raise ValueError(
             f"base_url={base_url!r} (CYCLES_BASE_URL) {problem}: write it as http://host:port or https://host"
         )
+
+
+def check_transport(transport: object) -> Transport:
+    """The ``transport`` argument, checked before any client is built for it."""
+    if transport not in TRANSPORTS:
+        raise ValueError(
+            f"transport={transport!r}: give 'aiohttp' (the default) or 'httpx' (runcycles' own async client)"
+        )
+    return transport  # type: ignore[return-value]

@@ -27,7 +27,7 @@ from typing_extensions import Self
 
 from cycles_otel.autogen.attribution import CallingAgent, calling_agent
 from cycles_otel.autogen.authority import Authority
-from cycles_otel.autogen.checks import check_base_url, check_providers, given
+from cycles_otel.autogen.checks import check_base_url, check_providers, check_transport, given
 from cycles_otel.autogen.config import (
     GUIDE_ESTIMATE,
     BudgetedChatCompletionClientConfig,
@@ -98,6 +98,7 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
         on_authority_error: Literal["raise", "allow"] = "raise",
         tokenizer: Literal["auto", "characters"] = "auto",
         mode: Literal["enforce", "observe"] = "enforce",
+        transport: Literal["aiohttp", "httpx"] = "aiohttp",
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         instrument_protocol: bool = True,
@@ -105,7 +106,7 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
         if not isinstance(inner, ChatCompletionClient):
             raise TypeError(f"inner must be an AutoGen ChatCompletionClient, got {type(inner).__name__}")
         check_providers(pricing, tracer_provider, meter_provider, instrument_protocol)
-        authority = Authority.of(cycles_client)
+        authority = Authority.of(cycles_client, check_transport(transport))
         config = authority.config
         check_base_url(config.base_url)
         estimate_function = estimate_amount if callable(estimate_amount) else None
@@ -133,6 +134,7 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
             on_authority_error=on_authority_error,
             tokenizer=tokenizer,
             mode=mode,
+            transport=transport,
         )
         if settings.model is None:
             raise ValueError(

@@ -31,6 +31,7 @@ AuthorityErrorPolicy = Literal["raise", "allow"]
 Tokenizer = Literal["auto", "characters"]
 Mode = Literal["enforce", "observe"]
 ToolDenial = Literal["raise", "result"]
+Transport = Literal["aiohttp", "httpx"]
 
 
 class GovernanceSettings(BaseModel):
@@ -58,6 +59,8 @@ class GovernanceSettings(BaseModel):
     on_authority_error: AuthorityErrorPolicy = "raise"
     mode: Mode = "enforce"
     """``observe``: ask the authority (``/v1/decide``) and record its decision, never block or hold budget."""
+    transport: Transport = "aiohttp"
+    """How runcycles' own clients are spoken through: aiohttp (fast), or runcycles' httpx client."""
 
     @classmethod
     def validated(cls, **values: Any) -> Self:
@@ -192,6 +195,7 @@ _FIXES: Final = {
     "tokenizer": "give 'auto' (the inner client's tokenizer) or 'characters'",
     "mode": "give 'enforce' (the default) or 'observe' (shadow mode: decide and record, never block)",
     "on_denied": "give 'raise' (the typed runcycles error) or 'result' (a tool error result the model reads)",
+    "transport": "give 'aiohttp' (the default) or 'httpx' (runcycles' own async client)",
 }
 
 

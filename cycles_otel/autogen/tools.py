@@ -24,7 +24,7 @@ from typing_extensions import Self
 from cycles_otel import semconv as sc
 from cycles_otel.autogen.attribution import CallingAgent, calling_agent
 from cycles_otel.autogen.authority import Authority
-from cycles_otel.autogen.checks import check_base_url, check_providers, given
+from cycles_otel.autogen.checks import check_base_url, check_providers, check_transport, given
 from cycles_otel.autogen.config import MAX_AMOUNT, SUBJECT_FIELDS, ToolSettings, cycles_config_for_load
 from cycles_otel.autogen.estimate import SOURCE_CALLABLE, SOURCE_FIXED, Estimate
 from cycles_otel.autogen.lifecycle import GovernedCall, Spent
@@ -91,7 +91,7 @@ class ToolGovernance:
             )
         if isinstance(actual, int) and not 0 <= actual <= MAX_AMOUNT:
             raise ValueError(f"actual={actual!r}: give an int >= 0 and <= {MAX_AMOUNT}")
-        authority = Authority.of(cycles_client)
+        authority = Authority.of(cycles_client, check_transport(options.get("transport", "aiohttp")))
         config = authority.config
         check_base_url(config.base_url)
         self.estimate_function = estimate_amount if callable(estimate_amount) else None

@@ -21,7 +21,7 @@ _CHAT_PREFIX = f"{sc.GEN_AI_OPERATION_CHAT} "
 
 @dataclass(frozen=True)
 class CallRecord:
-    """One governed model call as its telemetry tells it."""
+    """One governed model call or tool run as its telemetry tells it."""
 
     turn: int
     agent: str
@@ -33,6 +33,8 @@ class CallRecord:
     actual: int
     scope: str | None
     remaining: int | None
+    tool: str | None = None
+    """The tool of a governed tool run; ``None`` for a model call."""
 
     @property
     def denied(self) -> bool:
@@ -128,6 +130,7 @@ class ProgressPrinter(SpanProcessor):
             actual=int(facts.get(sc.CYCLES_ACTUAL_AMOUNT, 0)),
             scope=scope,
             remaining=self._remaining_of(scope) if scope else None,
+            tool=facts.get(sc.GEN_AI_TOOL_NAME),
         )
         with self._lock:
             first = not self.records
@@ -138,7 +141,12 @@ class ProgressPrinter(SpanProcessor):
 
     def _line(self, r: CallRecord) -> str:
         decision = self.style.bad(f"{r.decision:<9}") if r.denied else self.style.good(f"{r.decision:<9}")
-        tokens = f"{'-':>7} {'-':>7}" if r.denied else f"{r.input_tokens:>7} {r.output_tokens:>7}"
+        if r.tool:
+            tokens = f"{'(' + r.tool + ')':>15}"
+        elif r.denied:
+            tokens = f"{'-':>7} {'-':>7}"
+        else:
+            tokens = f"{r.input_tokens:>7} {r.output_tokens:>7}"
         line = (
             f"{r.turn:>4}  {r.agent:<11} {decision} {tokens} {usd(r.charged if not r.denied else None):>10}"
         )

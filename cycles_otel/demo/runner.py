@@ -93,7 +93,7 @@ class _Demo:
             prometheus = stack.enter_context(DemoPrometheus(telemetry.prometheus_url))
         self._print_setup(prometheus)
 
-        self.section("Run: every line is one governed model call")
+        self.section("Run: every line is one governed model call or tool run")
         outcome = asyncio.run(
             run_team(
                 model_base_url=self.services.model_base_url,
@@ -161,8 +161,8 @@ class _Demo:
             return
         self.say(self.style.bad("Team stopped on budget: ") + outcome.stop_reason)
         self.say(
-            "  team.run() raised that typed runcycles error (cycles_otel.autogen.stop_on_budget), "
-            "not AutoGen's RuntimeError."
+            "  a plain team.run() raised that typed runcycles error (also a RuntimeError), "
+            "not AutoGen's bare RuntimeError."
         )
         capped = [r for r in records if r.uncharged]
         denied = [r for r in records if r.denied]

@@ -15,6 +15,8 @@ WRITER: Final = "writer"
 MODEL: Final = "gpt-4o"
 TASK: Final = "Write a short brief on keeping multi-agent LLM spend under control."
 TOOL_NAME: Final = "search_papers"
+SEARCH_PRICE: Final = usd_to_microcents("0.00005")
+"""What one search of the researcher's tool costs (a paid search API)."""
 ESTIMATE_PER_CALL: Final = usd_to_microcents("0.0002")
 """A flat estimate per call, as in the integration guide; context grows, so later calls cost more."""
 

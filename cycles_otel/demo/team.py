@@ -12,7 +12,7 @@ from autogen_core.tools import FunctionTool
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 from runcycles import AsyncCyclesClient, CyclesConfig, CyclesProtocolError  # type: ignore[import-untyped]
 
-from cycles_otel.autogen import BudgetedChatCompletionClient, stop_on_budget
+from cycles_otel.autogen import BudgetedChatCompletionClient, BudgetedTool
 from cycles_otel.demo import scenario
 
 
@@ -72,10 +72,20 @@ async def run_team(
         workflow=scenario.WORKFLOW,
         estimate_amount=estimate_amount,
     )
+    # The search tool costs money too: each search is reserved and charged to the agent running it.
+    search = BudgetedTool(
+        FunctionTool(scenario.search_papers, description="Search recent papers on a topic."),
+        AsyncCyclesClient(cycles_config),
+        tenant=tenant,
+        workflow=scenario.WORKFLOW,
+        estimate_amount=scenario.SEARCH_PRICE,
+        actual=scenario.SEARCH_PRICE,
+        on_denied="raise",
+    )
     researcher = AssistantAgent(
         scenario.RESEARCHER,
         model_client=governed,
-        tools=[FunctionTool(scenario.search_papers, description="Search recent papers on a topic.")],
+        tools=[search],
         reflect_on_tool_use=True,
         system_message="You research topics: search papers with your tool, then summarise the findings.",
     )
@@ -84,14 +94,14 @@ async def run_team(
         model_client=governed,
         system_message="You turn the researcher's findings into a short, clear brief.",
     )
-    team = stop_on_budget(
-        RoundRobinGroupChat([researcher, writer], termination_condition=MaxMessageTermination(max_messages))
+    team = RoundRobinGroupChat(
+        [researcher, writer], termination_condition=MaxMessageTermination(max_messages)
     )
     quiet, runtime_logger = _ExpectedBudgetStop(), logging.getLogger("autogen_core")
     runtime_logger.addFilter(quiet)
     try:
         result = await team.run(task=scenario.TASK)
-    except CyclesProtocolError as exc:  # stop_on_budget hands back the typed error, not a RuntimeError
+    except CyclesProtocolError as exc:  # team.run() raises the governed call's typed error
         return TeamOutcome(stop_reason=f"{type(exc).__name__} ({exc.error_code}): {exc}", error=exc)
     finally:
         runtime_logger.removeFilter(quiet)
