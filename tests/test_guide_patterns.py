@@ -11,9 +11,23 @@ Charges are checked against the endpoint's deterministic usage priced by ``Price
 from __future__ import annotations
 
 import pytest
+from autogen_agentchat.agents import AssistantAgent
+from autogen_agentchat.conditions import MaxMessageTermination
 from autogen_agentchat.messages import HandoffMessage, TextMessage, ToolCallSummaryMessage
+from autogen_agentchat.teams import RoundRobinGroupChat
+from autogen_core import SingleThreadedAgentRuntime
 from autogen_core.models import CreateResult
-from budgeted_support import USD, authority
+from budgeted_support import (
+    USD,
+    Authority,
+    assert_governed,
+    authority,
+    budgeted,
+    instrumented,
+    replay,
+    reply,
+    reservation_nodes,
+)
 from guide_support import (
     GUIDE_ESTIMATE,
     MODEL_ACTION,
@@ -32,8 +46,9 @@ from runcycles import BudgetExceededError  # type: ignore[import-untyped]
 
 from cycles_otel.protocol import CyclesInstrumentor
 from cycles_otel.testing.fake_openai import ScriptedReply
+from cycles_otel.testing.telemetry import TelemetryCapture
 
-__all__ = ["authority", "guide"]
+__all__ = ["authority", "guide", "instrumented"]
 
 # The one change @cycles on an ``async def`` needs (runcycles raises TypeError for a sync client).
 ASYNC_QUICK_START = (
@@ -380,3 +395,30 @@ def test_swarm_stops_when_the_approver_is_out_of_budget(guide: Guide) -> None:
     assert len(guide.openai.requests) == 1
     assert_charged_exactly(guide, [("reviewer", GUIDE_ESTIMATE, "default")])
     assert [attributes(s)["cycles.subject.agent"] for s in denied_spans(guide)] == ["approver"]
+
+
+# --- beyond the guide: an application that gives only the runtime a tracer provider -----------------
+async def test_with_only_a_runtime_provider_the_reservation_joins_the_agents_trace(
+    authority: Authority, instrumented: TelemetryCapture
+) -> None:
+    runtime = SingleThreadedAgentRuntime(tracer_provider=instrumented.tracer_provider)
+    model = budgeted(authority, instrumented, replay(reply("a", 5, 5), reply("b", 5, 5)))
+    team = RoundRobinGroupChat(
+        [AssistantAgent("alice", model_client=model), AssistantAgent("bob", model_client=model)],
+        termination_condition=MaxMessageTermination(3),
+        runtime=runtime,
+    )
+    runtime.start()
+    await team.run(task="go")
+    await runtime.stop()
+
+    calls = reservation_nodes(instrumented)
+    assert len(calls) == 2
+    by_id = {s.context.span_id: s for s in instrumented.spans() if s.context is not None}
+    for call in calls:
+        assert_governed(call)
+        assert call.span.parent is not None and call.span.context is not None
+        parent = by_id[call.span.parent.span_id]
+        agent = str(attributes(call)["gen_ai.agent.name"])
+        assert parent.name.startswith(f"autogen process {agent}_"), parent.name
+        assert parent.context is not None and parent.context.trace_id == call.span.context.trace_id
