@@ -28,6 +28,7 @@ from typing_extensions import Self
 
 from cycles_otel.autogen.attribution import CallingAgent, calling_agent
 from cycles_otel.autogen.authority import Authority
+from cycles_otel.autogen.coexistence import Coexistence
 from cycles_otel.autogen.config import (
     GUIDE_ESTIMATE,
     BudgetedChatCompletionClientConfig,
@@ -171,6 +172,7 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
             meter_provider,
             emit_inference_span=settings.emit_inference_span,
             capture_content=bool(settings.capture_content),
+            coexistence=Coexistence(inner),
         )
         # Shared with with_agent() twins: close() waits for theirs too.
         defer_s = min(SETTLE_DEFER_MAX_S, settings.ttl_ms / 4_000) if settings.settle_in_background else 0.0
