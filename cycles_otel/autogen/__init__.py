@@ -174,11 +174,21 @@ Spans (tracer ``cycles_otel.autogen``, from ``tracer_provider=`` or the global p
   (from the inner client's class, model family or model name), ``gen_ai.request.model``,
   ``gen_ai.request.max_tokens``, ``gen_ai.usage.input_tokens`` / ``output_tokens``,
   ``gen_ai.response.finish_reasons``, ``gen_ai.agent.name`` / ``.id``. ``gen_ai.response.model``
-  is not set: AutoGen's ``CreateResult`` does not carry it. ``emit_inference_span=False`` leaves
-  this span to another GenAI instrumentation. Message content
-  (``gen_ai.input.messages`` / ``gen_ai.output.messages``) only with ``capture_content=True`` or
-  ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``.
+  and ``gen_ai.response.id`` come only from a util-genai instrumentation inside the call (below):
+  AutoGen's ``CreateResult`` does not carry them. ``emit_inference_span=False`` never emits it.
+  Message content (``gen_ai.input.messages`` / ``gen_ai.output.messages``) only with
+  ``capture_content=True`` or ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``.
 * On failure: ``error.type`` = exception class, status ERROR, the exception recorded once.
+* Beside another GenAI instrumentation, each call still has exactly one inference span inside
+  ``cycles.reservation`` and records each GenAI metric once, with no setting: when
+  ``opentelemetry-instrumentation-openai-v2`` wraps the openai SDK an OpenAI-family inner client
+  calls, it emits the span and both metrics and ours step back; when
+  ``openinference-instrumentation-autogen-agentchat`` wraps the inner client, its LLM span stands
+  in for ``chat {model}`` and ours keep the metrics; an ``opentelemetry-util-genai`` (1.3b0 on)
+  inference inside the call is suppressed through util-genai's own context key and reports to our
+  span (response model and id, ``server.address`` / ``server.port``); one around the governed call
+  keeps its span and metrics and gets our usage. ``cycles.reservation`` and the cost metric are
+  always ours (docs/telemetry.md, "Beside other GenAI instrumentations").
 
 Metrics (from ``meter_provider=`` or the global provider): ``gen_ai.client.token.usage``
 (``gen_ai.token.type``, ``gen_ai.request.model``, ``gen_ai.operation.name``,

@@ -28,6 +28,7 @@ from typing_extensions import Self
 from cycles_otel.autogen.attribution import CallingAgent, calling_agent
 from cycles_otel.autogen.authority import Authority
 from cycles_otel.autogen.checks import check_base_url, check_providers, check_transport, given
+from cycles_otel.autogen.coexistence import Coexistence
 from cycles_otel.autogen.config import (
     GUIDE_ESTIMATE,
     BudgetedChatCompletionClientConfig,
@@ -175,6 +176,7 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
             meter_provider,
             emit_inference_span=settings.emit_inference_span,
             capture_content=bool(settings.capture_content),
+            coexistence=Coexistence(inner),
         )
         self._owns_authority = True
         if instrument_protocol:

@@ -18,6 +18,7 @@ from opentelemetry.util.types import AttributeValue
 from runcycles import CyclesProtocolError  # type: ignore[import-untyped]
 
 from cycles_otel import semconv as sc
+from cycles_otel.autogen.coexistence import ALONE, Coexistence, InferenceShare
 from cycles_otel.autogen.messages import input_messages, output_messages
 from cycles_otel.autogen.plan import CallPlan, Priced
 from cycles_otel.autogen.reservation import deny_detail
@@ -75,8 +76,10 @@ class ClientTelemetry:
         *,
         emit_inference_span: bool,
         capture_content: bool,
+        coexistence: Coexistence | None = None,
     ) -> None:
         self.facts = facts
+        self.coexistence = coexistence or Coexistence(None)
         self.tracer = trace.get_tracer(TRACER_NAME, __version__, tracer_provider, schema_url=sc.SCHEMA_URL)
         self.instruments = get_instruments(meter_provider)
         self.emit_inference_span = emit_inference_span
@@ -114,6 +117,8 @@ class ClientTelemetry:
 
 class CallTelemetry:
     """Spans and metrics of one governed call. Every step is guarded: telemetry never fails the call."""
+
+    _share: InferenceShare = ALONE  # until start_inference: what of the inference is ours
 
     def __init__(self, owner: ClientTelemetry, plan: CallPlan, parent: Context | None) -> None:
         self._owner = owner
@@ -245,12 +250,13 @@ class CallTelemetry:
         return SpanInContext(self.span)
 
     def inference(self) -> SpanInContext:
-        return SpanInContext(self._inference or self.span)
+        return SpanInContext(self._inference or self.span, self._share.context_values)
 
     @never_raises
     def start_inference(self, messages: Sequence[LLMMessage], max_tokens: int | None) -> None:
         self._inference_start = time.perf_counter()
-        if not self._owner.emit_inference_span:
+        self._share = self._owner.coexistence.share(span=self._owner.emit_inference_span)
+        if not self._share.span:  # another instrumentation emits it (see coexistence)
             return
         facts = self._owner.facts
         attributes: dict[str, AttributeValue] = {
@@ -294,15 +300,19 @@ class CallTelemetry:
         call_labels: Mapping[str, AttributeValue] = labels.call
         if exc is not None:
             call_labels = {**call_labels, sc.ERROR_TYPE: type(exc).__qualname__}
-        instruments.genai_duration.record(duration, call_labels, context=context)
-        reported = priced is not None and usage_source == sc.ACTUAL_SOURCE_USAGE
-        if reported and priced is not None and not (result is not None and result.cached):
-            instruments.token_usage.record(priced.input_tokens, labels.input_tokens, context=context)
-            instruments.token_usage.record(priced.output_tokens, labels.output_tokens, context=context)
+        share = self._share
+        if share.duration:
+            instruments.genai_duration.record(duration, call_labels, context=context)
+        cached = result is not None and result.cached
+        reported = priced if usage_source == sc.ACTUAL_SOURCE_USAGE and not cached else None
+        share.publish(result, reported)
+        if share.tokens and reported is not None:
+            instruments.token_usage.record(reported.input_tokens, labels.input_tokens, context=context)
+            instruments.token_usage.record(reported.output_tokens, labels.output_tokens, context=context)
         if span is None:
             return
         if span.is_recording():
-            attributes: dict[str, AttributeValue] = {}
+            attributes = share.collected_attributes()  # ours, set below, win
             if priced is not None:
                 attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] = priced.input_tokens
                 attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = priced.output_tokens
@@ -324,14 +334,18 @@ class SpanInContext:
     exceptions are recorded once, by ``failed()`` / ``inference_done()``, with our ``error.type``.
     """
 
-    __slots__ = ("_span", "_token")
+    __slots__ = ("_span", "_token", "_values")
 
-    def __init__(self, span: Span) -> None:
+    def __init__(self, span: Span, values: tuple[tuple[str, object], ...] = ()) -> None:
         self._span = span
+        self._values = values  # more context values (util-genai's nested-inference key)
         self._token: object | None = None
 
     def __enter__(self) -> None:
-        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        context = trace.set_span_in_context(self._span)
+        for key, value in self._values:
+            context = otel_context.set_value(key, value, context)
+        self._token = otel_context.attach(context)
 
     def __exit__(self, *exc_info: object) -> None:
         if self._token is not None:
