@@ -20,6 +20,7 @@ from cycles_otel.semconv import (
     METRIC_GEN_AI_TOKEN_USAGE,
     SCHEMA_URL,
 )
+from cycles_otel.tally import Tally
 from cycles_otel.version import __version__
 
 # GenAI semconv advisory boundaries.
@@ -52,22 +53,30 @@ class Instruments:
         # Every collapse is counted once, whoever asked the guard.
         self._guard.on_overflow = self._count_overflow
         self.board = BalanceBoard(lambda scope: self._guard.bound(LABEL_SCOPE, scope))
-        self.reservations = meter.create_counter(
-            "cycles.client.reservations", "{reservation}", "Reservation decisions, by decision and reason."
+        # Ledger-like counts, one or more per governed call: summed here, read at collection (tally.py).
+        self.reservations = Tally(
+            meter,
+            "cycles.client.reservations",
+            "{reservation}",
+            "Reservation decisions, by decision and reason.",
         )
-        self.decisions = meter.create_counter(
+        self.decisions = Tally(
+            meter,
             "cycles.client.decisions",
             "{decision}",
             "Decisions that held no budget (/v1/decide, dry-run reservations), by decision and reason.",
         )
-        self.settlements = meter.create_counter(
-            "cycles.client.settlements", "{reservation}", "Reservations settled, by outcome."
+        self.settlements = Tally(
+            meter, "cycles.client.settlements", "{reservation}", "Reservations settled, by outcome."
         )
-        self.reserved = meter.create_counter(
-            "cycles.client.reserved", "{amount}", "Amount reserved, in the budget's unit."
+        self.reserved = Tally(
+            meter, "cycles.client.reserved", "{amount}", "Amount reserved, in the budget's unit."
         )
-        self.charged = meter.create_counter(
-            "cycles.client.charged", "{amount}", "Amount charged by commits and events, in the budget's unit."
+        self.charged = Tally(
+            meter,
+            "cycles.client.charged",
+            "{amount}",
+            "Amount charged by commits and events, in the budget's unit.",
         )
         self.ungoverned = meter.create_counter(
             "cycles.client.ungoverned",

@@ -86,6 +86,7 @@ OUTCOME_COMMITTED: Final = "committed"
 OUTCOME_RELEASED: Final = "released"
 OUTCOME_RECOVERED: Final = "recovered"
 OUTCOME_FAILED: Final = "failed"
+SETTLEMENT_OUTCOMES: Final = (OUTCOME_COMMITTED, OUTCOME_RELEASED, OUTCOME_RECOVERED, OUTCOME_FAILED)
 RESERVATION_RECORDED: Final = "recorded"
 """On ``cycles.reservation`` only: an ungoverned call's spend, sent as an event (no reservation existed)."""
 ACTUAL_SOURCE_USAGE: Final = "usage"

@@ -22,6 +22,7 @@ from runcycles.models import Decision, Unit  # type: ignore[import-untyped]
 from cycles_otel import cardinality, instruments, semconv
 from cycles_otel.balance_board import BalanceReading
 from cycles_otel.cardinality import CardinalityGuard
+from cycles_otel.tally import Tally
 from tests.conftest import require_binary
 
 DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "telemetry.md"
@@ -291,7 +292,7 @@ def contract(providers: tuple[MeterProvider, CollectorRegistry, InMemoryMetricRe
     rows = metric_rows()
     found = instruments.get_instruments(provider, CardinalityGuard())
     for attribute, instrument in vars(found).items():
-        if not isinstance(instrument, (Counter, UpDownCounter, Histogram)):
+        if not isinstance(instrument, (Counter, UpDownCounter, Histogram, Tally)):
             continue
         name = getattr(instrument, "name", attribute)
         assert name in PINNED_LABELS, f"new instrument {name!r}: pin its label keys in PINNED_LABELS"

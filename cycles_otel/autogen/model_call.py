@@ -37,6 +37,7 @@ class ModelCall(GovernedCall):
         self._messages = messages
         self._result: CreateResult | None = None
         self._streamed: list[str] = []
+        self._spent: Spent | None = None  # priced once, when the output is final
 
     def request(
         self, tools: Tools, extra_create_args: Mapping[str, Any], *, stream: bool
@@ -64,12 +65,14 @@ class ModelCall(GovernedCall):
     def stop(self, result: CreateResult) -> None:
         """The model's final answer."""
         self._result = result
+        self._spent = None
         spent = self.spent()
         assert spent is not None
         self.telemetry.inference_done(result, spent.priced, spent.source)
 
     def streamed(self, text: str) -> None:
         self._streamed.append(text)
+        self._spent = None
 
     def fail(self, exc: BaseException) -> None:
         if self.failure is not None:
@@ -84,6 +87,11 @@ class ModelCall(GovernedCall):
 
     def spent(self) -> Spent | None:
         """What the model's output cost, priced once: the reported usage, else an estimate of it."""
+        if self._spent is None:
+            self._spent = self._price()
+        return self._spent
+
+    def _price(self) -> Spent | None:
         result, costs = self._result, self._g.costs
         if result is not None:
             usage = result.usage

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -16,7 +17,7 @@ from cycles_otel.autogen.config import ClientSettings, GovernanceSettings
 from cycles_otel.autogen.estimate import Estimate, Estimator, Tools
 from cycles_otel.autogen.settlement import Settlements
 from cycles_otel.autogen.usage import configured_output_cap
-from cycles_otel.pricing import PriceTable, UnknownModelError, microcents_to_usd
+from cycles_otel.pricing import MICROCENTS_PER_USD, ModelPrice, PriceTable, UnknownModelError
 
 SettingsT = TypeVar("SettingsT", bound=GovernanceSettings)
 
@@ -33,7 +34,7 @@ class Priced:
     @classmethod
     def of(cls, amount: int, unit: str) -> Priced:
         """A fixed amount (a tool run): in dollars too when the budget counts money."""
-        return cls(amount, float(microcents_to_usd(amount)) if unit == "USD_MICROCENTS" else None)
+        return cls(amount, amount / MICROCENTS_PER_USD if unit == "USD_MICROCENTS" else None)
 
 
 @dataclass(frozen=True)
@@ -44,17 +45,23 @@ class CostModel:
     model: str
     unit: str
 
+    @functools.cached_property
+    def _price(self) -> ModelPrice | None:
+        """The model's price, looked up once (None: a TOKENS budget for a model the table does not know)."""
+        try:
+            return self.pricing.price_for(self.model)
+        except UnknownModelError:
+            return None
+
     def price(self, input_tokens: int, output_tokens: int, *, free: bool = False) -> Priced:
         """``free``: a cached answer, on the ledger with its tokens, at no cost."""
-        try:
-            microcents: int | None = self.pricing.cost_microcents(self.model, input_tokens, output_tokens)
-        except UnknownModelError:  # a TOKENS budget needs no price; then there is no dollar figure
-            microcents = None
         if free:
             return Priced(0, 0.0, input_tokens, output_tokens)
+        price = self._price
+        microcents = price.cost_microcents(input_tokens, output_tokens) if price is not None else None
         amount = input_tokens + output_tokens if self.unit == "TOKENS" else microcents
         assert amount is not None  # USD_MICROCENTS clients check their model's price at construction
-        usd = float(microcents_to_usd(microcents)) if microcents is not None else None
+        usd = microcents / MICROCENTS_PER_USD if microcents is not None else None
         return Priced(amount, usd, input_tokens, output_tokens)
 
 
@@ -135,10 +142,26 @@ class CallPlan:
             subject["agent"] = agent_name
         return cls(
             subject=subject,
-            cycles_subject=Subject(**subject),
-            action=Action(kind=settings.action_kind, name=action_name),
+            cycles_subject=_subject(tuple(subject.items())),
+            action=_action(settings.action_kind, action_name),
             estimate=estimate,
-            estimate_amount=Amount(unit=settings.unit, amount=estimate.amount),
+            estimate_amount=_amount(settings.unit, estimate.amount),
             agent=agent,
             agent_name=agent_name,
         )
+
+
+# The protocol models of a call, built once per value (they are only read): pydantic validates each.
+@functools.lru_cache(maxsize=4_096)
+def _subject(fields: tuple[tuple[str, str], ...]) -> Subject:
+    return Subject(**dict(fields))
+
+
+@functools.lru_cache(maxsize=1_024)
+def _action(kind: str, name: str) -> Action:
+    return Action(kind=kind, name=name)
+
+
+@functools.lru_cache(maxsize=1_024)
+def _amount(unit: str, amount: int) -> Amount:
+    return Amount(unit=unit, amount=amount)

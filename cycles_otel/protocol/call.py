@@ -19,6 +19,7 @@ from cycles_otel.instruments import Instruments
 from cycles_otel.leases import DEFAULT_GRACE_MS, DEFAULT_TTL_MS
 from cycles_otel.protocol.late_settlement import SettlementLinks, carried_span
 from cycles_otel.protocol.operations import OPERATIONS, Answer, Operation
+from cycles_otel.tally import Labels
 from cycles_otel.wire import NO_FIELDS, amount_of, field, fields_of, text, whole
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ RESERVATION_GONE_CODES: Final = frozenset({"RESERVATION_FINALIZED", "RESERVATION
 # Once committed or released, a reservation's later answers (replays, retries) count no more.
 FINAL_OUTCOMES: Final = (sc.OUTCOME_COMMITTED, sc.OUTCOME_RELEASED)
 UNKNOWN: Final = "unknown"
+LABEL_CACHE_SIZE: Final = 4_096  # label sets kept per kind: beyond it they are built per call
 SUBJECT_ATTRIBUTES: Final = tuple((name, sc.CYCLES_SUBJECT_PREFIX + name) for name in sc.SUBJECT_FIELDS)
 REQUEST_AMOUNTS: Final = (("estimate", sc.CYCLES_ESTIMATE_AMOUNT), ("actual", sc.CYCLES_ACTUAL_AMOUNT))
 RESPONSE_AMOUNTS: Final = (("charged", sc.CYCLES_CHARGED_AMOUNT), ("released", sc.CYCLES_RELEASED_AMOUNT))
@@ -42,10 +44,45 @@ class ProtocolTelemetry:
         self._active = instruments.active  # what cycles.client.active_reservations counts
         self._settled: BoundedMap[str, str] = BoundedMap()
         self._events_charged: BoundedMap[str, bool] = BoundedMap()
-        self.duration_labels = {op.name: {sc.LABEL_OPERATION: op.name} for op in OPERATIONS}
+        self.duration_labels = {op.name: Labels({sc.LABEL_OPERATION: op.name}) for op in OPERATIONS}
+        # Label sets built once per combination (Tally sums are found by them in one lookup).
+        self._outcome_labels = {o: Labels({sc.LABEL_OUTCOME: o}) for o in sc.SETTLEMENT_OUTCOMES}
+        self._unit_labels: dict[str, Labels] = {}
+        self._decision_labels: dict[tuple[str, str | None, str, str], Labels] = {}
 
     def start(self, op: Operation, args: Sequence[Any], kwargs: Mapping[str, Any]) -> ProtocolCall:
         return ProtocolCall(self, op, args, kwargs)
+
+    def outcome_labels(self, outcome: str) -> Labels:
+        return self._outcome_labels.get(outcome) or Labels({sc.LABEL_OUTCOME: outcome})
+
+    def unit_labels(self, unit: str) -> Labels:
+        found = self._unit_labels.get(unit)
+        if found is None:
+            found = Labels({sc.LABEL_UNIT: unit})
+            if len(self._unit_labels) < LABEL_CACHE_SIZE:
+                self._unit_labels[unit] = found
+        return found
+
+    def decision_labels(self, decision: str, reason: str | None, kind: str, name: str) -> Labels:
+        """The labels of a decision; the action's kind and name pass the guard (asked again if collapsed)."""
+        key = (decision, reason, kind, name)
+        found = self._decision_labels.get(key)
+        if found is not None:
+            return found
+        bounded_kind = self.bounded(sc.LABEL_ACTION_KIND, kind)
+        bounded_name = self.bounded(sc.LABEL_ACTION_NAME, name)
+        labels: dict[str, AttributeValue] = {
+            sc.LABEL_DECISION: decision,
+            sc.LABEL_ACTION_KIND: bounded_kind,
+            sc.LABEL_ACTION_NAME: bounded_name,
+        }
+        if decision == sc.DECISION_DENY:
+            labels[sc.LABEL_REASON] = reason or UNKNOWN
+        found = Labels(labels)
+        if bounded_kind == kind and bounded_name == name and len(self._decision_labels) < LABEL_CACHE_SIZE:
+            self._decision_labels[key] = found
+        return found
 
     def bounded(self, key: str, value: str) -> str:
         # The guard counts every collapse itself (Instruments wires it to label_overflow).
@@ -207,7 +244,7 @@ class ProtocolCall:
 
     @never_raises
     def _record_duration(self, error_type: str | None) -> None:
-        labels = self._t.duration_labels[self._op.name]
+        labels: Mapping[str, AttributeValue] = self._t.duration_labels[self._op.name]
         if error_type is not None:
             labels = {**labels, sc.ERROR_TYPE: self._t.bounded(sc.ERROR_TYPE, error_type)}
         self._t.instruments.operation_duration.record(time.perf_counter() - self._started, labels)
@@ -273,7 +310,7 @@ class ProtocolCall:
             self._record_decision(answer)
         target = self._target
         if outcome is not None and op.settles is not None and t.settle_once(target, outcome):
-            instruments.settlements.add(1, {sc.LABEL_OUTCOME: outcome})
+            instruments.settlements.add(1, t.outcome_labels(outcome))
             if op.settles.charges and outcome == sc.OUTCOME_COMMITTED:
                 self._record_charged(answer)
         if op.charges_per_event and answer.ok and t.event_once(text(field(self._request, "idempotency_key"))):
@@ -288,17 +325,11 @@ class ProtocolCall:
         elif op.extends_hold and answer.ok and self._reservation_id is not None:
             t.reservation_extended(self._reservation_id, answer.body)
 
-    def _decision_labels(self, answer: Answer) -> dict[str, AttributeValue]:
+    def _decision_labels(self, answer: Answer) -> Labels:
         assert answer.decision is not None
         action = fields_of(fields_of(self._request).get("action"))
-        labels: dict[str, AttributeValue] = {
-            sc.LABEL_DECISION: answer.decision,
-            sc.LABEL_ACTION_KIND: self._t.bounded(sc.LABEL_ACTION_KIND, text(action.get("kind")) or UNKNOWN),
-            sc.LABEL_ACTION_NAME: self._t.bounded(sc.LABEL_ACTION_NAME, text(action.get("name")) or UNKNOWN),
-        }
-        if answer.decision == sc.DECISION_DENY:
-            labels[sc.LABEL_REASON] = answer.reason or UNKNOWN
-        return labels
+        kind, name = text(action.get("kind")) or UNKNOWN, text(action.get("name")) or UNKNOWN
+        return self._t.decision_labels(answer.decision, answer.reason, kind, name)
 
     def _record_decision(self, answer: Answer) -> None:
         """A decision that held nothing: what the authority would have decided (shadow mode, preflight)."""
@@ -320,7 +351,7 @@ class ProtocolCall:
         if amount is None:
             amount, unit = amount_of(request.get("estimate"))
         if amount is not None and unit:
-            instruments.reserved.add(amount, {sc.LABEL_UNIT: unit})
+            instruments.reserved.add(amount, self._t.unit_labels(unit))
         if rid := text(body.get("reservation_id")):
             self._t.reservation_opened(rid, self.span, self._request, answer.body)
 
@@ -329,7 +360,7 @@ class ProtocolCall:
         if amount is None:
             amount, unit = amount_of(fields_of(self._request).get("actual"))
         if amount is not None and unit:
-            self._t.instruments.charged.add(amount, {sc.LABEL_UNIT: unit})
+            self._t.instruments.charged.add(amount, self._t.unit_labels(unit))
 
 
 def _put_amounts(attrs: dict[str, AttributeValue], source: Any, amounts: tuple[tuple[str, str], ...]) -> None:
