@@ -58,6 +58,12 @@ def _count_all(scale: Scale, directory: Path) -> tuple[dict[str, callgrind.Count
             "CYCLES_API_KEY": authority.api_key,
             "CYCLES_JOURNAL_ENABLED": "false",  # as in B1 and B2
         }
+        # runcycles' default: every commit journaled before it is sent (a directory of the run's own).
+        journaled = {
+            **env,
+            "CYCLES_JOURNAL_ENABLED": "true",
+            "CYCLES_JOURNAL_DIR": str(directory / "journal"),
+        }
         with ThreadPoolExecutor(PARALLEL_PROBES) as pool:
             futures = {
                 variant: pool.submit(
@@ -68,7 +74,7 @@ def _count_all(scale: Scale, directory: Path) -> tuple[dict[str, callgrind.Count
                     model_url=model.base_url,
                     calls=calls,
                     warmup=warmup,
-                    env=env,
+                    env=journaled if variant == "governed_journaled" else env,
                     directory=directory,
                 )
                 for variant in VARIANTS
@@ -88,12 +94,14 @@ def run(scale: Scale) -> BenchResult:
         counts, servers = _count_all(scale, Path(scratch))
     per_call = {variant: found.per_call for variant, found in counts.items()}
     bare, off, full, v2 = (per_call[v] for v in ("bare", "governed_off", "governed_full", "openai_v2"))
+    journaled = per_call["governed_journaled"]
     governance, telemetry, ratio = off - bare, full - off, full / bare
     derived = {
         "governance_added": governance,
         "telemetry_added": telemetry,
         "governed_over_bare": ratio,
         "openai_v2_added": v2 - bare,
+        "journal_added": journaled - full,
     }
     result = BenchResult(NAME, TITLE, COMMAND, scale.name)
     spans = {variant: found.report["spans_per_call"] for variant, found in counts.items()}
@@ -112,6 +120,11 @@ def run(scale: Scale) -> BenchResult:
         "(c) governed, full telemetry (SDK providers, batched spans, metric reader, protocol instrumented)",
         "—",
         f"{millions(full)} ({spans['governed_full']:g} spans per call)",
+    )
+    result.add(
+        "(d) as (c), with runcycles' commit journal on (its default)",
+        "—",
+        f"{millions(journaled)} (the journal adds {added(journaled - full)})",
     )
     result.add(
         "governance added (b − a)",
@@ -143,7 +156,7 @@ def run(scale: Scale) -> BenchResult:
     result.notes.append(
         f"each row is {result.figures['calls']} calls after {result.figures['warmup']} uncounted warm-up "
         "calls, in a process of its own under callgrind (all its threads counted, span export included); "
-        "authority and fake OpenAI endpoint in other processes; commit journal off."
+        "authority and fake OpenAI endpoint in other processes; commit journal off but in (d)."
     )
     result.notes.append(
         f"the yardstick runs in {yardstick.VENV.name} (python -m benchmarks.yardstick), every package it "

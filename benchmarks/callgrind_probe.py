@@ -27,7 +27,7 @@ from autogen_core.models import ChatCompletionClient, CreateResult
 
 from benchmarks.common import MODEL, PROMPT, SdkTelemetry, governed, noop_providers
 
-VARIANTS = ("bare", "governed_off", "governed_full", "openai_v2")
+VARIANTS = ("bare", "governed_off", "governed_full", "governed_journaled", "openai_v2")
 DUMP_LABEL = "measured"
 VERSIONS_OF = ("openai", "autogen-core", "autogen-ext", "opentelemetry-api", "opentelemetry-sdk")
 YARDSTICK_VERSIONS_OF = ("opentelemetry-instrumentation-openai-v2", "opentelemetry-util-genai")
@@ -60,7 +60,7 @@ def build(variant: str, model_url: str) -> Probe:
     if variant == "governed_off":
         return Probe(governed(inner, None, *noop_providers()), None)
     sdk = SdkTelemetry.create()
-    if variant == "governed_full":
+    if variant in ("governed_full", "governed_journaled"):  # journaled: its env turns the journal on
         return Probe(
             governed(inner, None, sdk.tracer_provider, sdk.meter_provider, instrument_protocol=True), sdk
         )
