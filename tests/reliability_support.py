@@ -65,21 +65,21 @@ def budgeted_client(
 ) -> BudgetedChatCompletionClient:
     """The real OpenAI client (no SDK retries, short timeout) at ``base_url``, governed and traced in memory.
 
-    Protocol spans come from :func:`instrumented`, so the client does not instrument runcycles itself.
+    Protocol spans come from :func:`instrumented`, so the client does not instrument runcycles itself;
+    ``options`` override any argument, those included.
     """
     from autogen_ext.models.openai import OpenAIChatCompletionClient
 
     inner = OpenAIChatCompletionClient(
         model=MODEL, base_url=base_url, api_key=MODEL_API_KEY, max_retries=0, timeout=5.0
     )
-    return BudgetedChatCompletionClient(
-        inner,
-        cycles_client,
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
-        instrument_protocol=False,
-        **{"max_output_tokens": MAX_OUTPUT_TOKENS, **options},
-    )
+    defaults: dict[str, Any] = {
+        "tracer_provider": telemetry.tracer_provider,
+        "meter_provider": telemetry.meter_provider,
+        "instrument_protocol": False,
+        "max_output_tokens": MAX_OUTPUT_TOKENS,
+    }
+    return BudgetedChatCompletionClient(inner, cycles_client, **{**defaults, **options})
 
 
 def closed_port() -> int:
