@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from runcycles import AsyncCyclesClient, CyclesConfig  # type: ignore[import-untyped]
@@ -15,6 +17,7 @@ from cycles_otel.autogen import BudgetedChatCompletionClient
 from cycles_otel.instruments import get_instruments
 from cycles_otel.protocol import CyclesInstrumentor
 from cycles_otel.testing.authority import LedgerSnapshot, LocalCyclesServer
+from cycles_otel.testing.authority.protocol import Request, Response
 from cycles_otel.testing.telemetry import TelemetryCapture
 
 TENANT = "acme"
@@ -44,15 +47,35 @@ def instrumented(telemetry: TelemetryCapture) -> Iterator[CyclesInstrumentor]:
         instrumentor.uninstrument()
 
 
+class RetryAfterCyclesServer(LocalCyclesServer):
+    """The local authority, whose 429 answers carry ``Retry-After`` (its faults can send no header)."""
+
+    def __init__(self, retry_after_s: int = 1, **options: Any) -> None:
+        super().__init__(**options)
+        self.retry_after_s = retry_after_s
+
+    def _answer(
+        self, request: Request, operation: str | None, request_id: str, trace_id: str
+    ) -> Response | None:
+        response = super()._answer(request, operation, request_id, trace_id)
+        if response is not None and response.status == 429:
+            response.headers["Retry-After"] = str(self.retry_after_s)
+        return response
+
+
 @contextmanager
 def governed_authority(
-    telemetry: TelemetryCapture, allocated: int = 10**12, **options: Any
+    telemetry: TelemetryCapture,
+    allocated: int = 10**12,
+    server: LocalCyclesServer | None = None,
+    **options: Any,
 ) -> Iterator[tuple[LocalCyclesServer, CyclesConfig]]:
-    """A running authority with one tenant budget, instrumented runcycles, and a fast-retry config."""
-    with LocalCyclesServer() as server, instrumented(telemetry):
-        server.set_budget(SCOPE, allocated, unit=UNIT)
-        key = server.create_api_key(TENANT)
-        yield server, server.config(key, **{**FAST_TIMEOUTS, **options})
+    """A running authority (``server``, else a new one) with one tenant budget, instrumented runcycles,
+    and a fast-retry config."""
+    with server or LocalCyclesServer() as running, instrumented(telemetry):
+        running.set_budget(SCOPE, allocated, unit=UNIT)
+        key = running.create_api_key(TENANT)
+        yield running, running.config(key, **{**FAST_TIMEOUTS, **options})
 
 
 def on_authority_time(telemetry: TelemetryCapture, server: LocalCyclesServer) -> None:
@@ -65,21 +88,30 @@ def budgeted_client(
 ) -> BudgetedChatCompletionClient:
     """The real OpenAI client (no SDK retries, short timeout) at ``base_url``, governed and traced in memory.
 
-    Protocol spans come from :func:`instrumented`, so the client does not instrument runcycles itself.
+    Protocol spans come from :func:`instrumented`, so the client does not instrument runcycles itself;
+    ``options`` override any argument, those included.
     """
     from autogen_ext.models.openai import OpenAIChatCompletionClient
 
     inner = OpenAIChatCompletionClient(
         model=MODEL, base_url=base_url, api_key=MODEL_API_KEY, max_retries=0, timeout=5.0
     )
-    return BudgetedChatCompletionClient(
-        inner,
-        cycles_client,
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
-        instrument_protocol=False,
-        **{"max_output_tokens": MAX_OUTPUT_TOKENS, **options},
-    )
+    defaults: dict[str, Any] = {
+        "tracer_provider": telemetry.tracer_provider,
+        "meter_provider": telemetry.meter_provider,
+        "instrument_protocol": False,
+        "max_output_tokens": MAX_OUTPUT_TOKENS,
+    }
+    return BudgetedChatCompletionClient(inner, cycles_client, **{**defaults, **options})
+
+
+def rss_bytes() -> int:
+    """This process's resident set size (``VmRSS`` of ``/proc/self/status``), after a full collection."""
+    gc.collect()
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS line in /proc/self/status")
 
 
 def closed_port() -> int:

@@ -113,6 +113,17 @@ def governed_call(config: dict[str, Any] | None = None, **options: Any) -> Attem
     return attempt
 
 
+def twin_call(agent: str) -> Attempt:
+    """A working client's ``with_agent(agent)`` twin makes one call; nothing may be reserved."""
+
+    async def attempt(setting: Setting) -> Any:
+        async with AsyncCyclesClient(setting.config) as cycles_client:
+            client = budgeted_client(cycles_client, setting.telemetry, setting.fake.base_url)
+            await client.with_agent(agent).create([UserMessage(content="hello", source="user")])
+
+    return attempt
+
+
 def load_with(field: str, value: Any) -> Attempt:
     """Dump a working client, put a wrongly typed ``field`` into its config, and load it back."""
 
@@ -260,6 +271,43 @@ CASES: dict[str, BadInput] = {
     ),
     "client-base-url-without-scheme": BadInput(
         governed_call(config={"base_url": "localhost:7878"}), "base_url", "http://"
+    ),
+    "client-base-url-invalid-port": BadInput(
+        governed_call(config={"base_url": "http://127.0.0.1:99999"}), "base_url", "http://host:port"
+    ),
+    **{
+        f"client-{flag.replace('_', '-')}-a-string": BadInput(
+            governed_call(**{flag: text}), flag, "True or False", TypeError
+        )
+        for flag, text in (
+            ("settle_in_background", "false"),
+            ("emit_inference_span", "no"),
+            ("capture_content", "false"),
+            ("instrument_protocol", "false"),
+        )
+    },
+    "client-ttl-a-word": BadInput(governed_call(ttl_ms="soon"), "ttl_ms", "an int between", TypeError),
+    "client-output-cap-a-string": BadInput(
+        governed_call(max_output_tokens="100"), "max_output_tokens", "a positive int", TypeError
+    ),
+    "client-pricing-a-model-name": BadInput(
+        governed_call(pricing="gpt-4o"), "pricing", "PriceTable or None", TypeError
+    ),
+    "client-tracer-provider-not-one": BadInput(
+        governed_call(tracer_provider=object()), "tracer_provider", "TracerProvider or None", TypeError
+    ),
+    "client-meter-provider-not-one": BadInput(
+        governed_call(meter_provider=object()), "meter_provider", "MeterProvider or None", TypeError
+    ),
+    "client-empty-tenant-argument": BadInput(governed_call(tenant=""), "tenant", "pass None"),
+    "client-twin-agent-outside-charset": BadInput(twin_call("a/b"), "agent", "a-zA-Z0-9"),
+    "client-empty-action-kind": BadInput(governed_call(action_kind=""), "action_kind", "1 to 64 characters"),
+    "client-unknown-authority-error-policy": BadInput(
+        governed_call(on_authority_error="sometimes"), "on_authority_error", "'allow'"
+    ),
+    "client-unknown-tokenizer": BadInput(governed_call(tokenizer="tiktoken"), "tokenizer", "'characters'"),
+    "client-background-settlement-without-journal": BadInput(
+        governed_call(settle_in_background=True), "settle_in_background", "journal_enabled=True"
     ),
 }
 
