@@ -490,3 +490,72 @@ async def test_a_cancellation_arriving_with_the_reserve_answer_still_cancels(
     assert [r.status for r in snap.reservations] == ["RELEASED"]
     assert (instrumented.span("cycles.reservation").attributes or {})["error.type"] == "CancelledError"
     assert instrumented.spans("chat gpt-4o") == []  # the model was never asked
+
+
+@pytest.mark.parametrize("code", ["ACTION_QUOTA_EXCEEDED", "ACTION_KIND_DENIED", "ACTION_KIND_NOT_ALLOWED"])
+async def test_the_protocol_extensions_denial_codes_are_denials_with_their_deny_detail(
+    authority: Authority, instrumented: TelemetryCapture, code: str
+) -> None:
+    detail = {"blocked_by_scope": "tenant:acme", "suggested_fix": "raise the quota", "budget_remaining": 0}
+    authority.server.faults.fail(
+        "reserve", 409, error=code, message="not allowed", details={"deny_detail": detail}
+    )
+    client = budgeted(authority, instrumented, replay("never sent"))
+
+    with pytest.raises(CyclesProtocolError) as caught:
+        await client.create(HELLO)
+
+    assert caught.value.error_code == code
+    assert "blocked_by_scope: tenant:acme" in str(caught.value) and "raise the quota" in str(caught.value)
+    assert caught.value.details == {"deny_detail": detail}
+    span = instrumented.span("cycles.reservation")
+    attrs = span.attributes or {}
+    assert (attrs["cycles.decision"], attrs["cycles.reason"]) == ("DENY", code)
+    assert attrs["cycles.deny.blocked_by_scope"] == "tenant:acme"
+    assert attrs["cycles.deny.suggested_fix"] == "raise the quota"
+    assert attrs["cycles.deny.budget_remaining"] == 0
+    assert [e.name for e in span.events][:1] == ["cycles.denied"]
+    assert instrumented.value("cycles.client.reservations", cycles__decision="DENY", cycles__reason=code) == 1
+    assert authority.ledger().reservations == []
+
+
+async def test_tokenizer_characters_never_asks_the_tokenizer(
+    authority: Authority, instrumented: TelemetryCapture
+) -> None:
+    inner = replay(reply("a", 1, 1))
+
+    def must_not_count(*args: object, **kwargs: object) -> int:
+        raise AssertionError("tokenizer='characters' asked the tokenizer")
+
+    inner.count_tokens = must_not_count  # type: ignore[method-assign]
+    client = budgeted(authority, instrumented, inner, tokenizer="characters")
+
+    await client.create(HELLO)
+
+    attrs = instrumented.span("cycles.reservation").attributes or {}
+    assert attrs["cycles.estimate.source"] == "characters"
+
+
+async def test_a_failing_tokenizer_is_tried_once_and_said_in_one_line_for_a_burst(
+    authority: Authority, instrumented: TelemetryCapture, caplog: pytest.LogCaptureFixture
+) -> None:
+    inner = replay(*[reply("a", 1, 1) for _ in range(8)])
+    tries: list[int] = []
+
+    def offline(*args: object, **kwargs: object) -> int:
+        tries.append(1)
+        raise ConnectionError("openaipublic.blob.core.windows.net: Name or service not known\nTraceback ...")
+
+    inner.count_tokens = offline  # type: ignore[method-assign]
+    client = budgeted(authority, instrumented, inner)
+
+    with caplog.at_level("WARNING", logger="cycles_otel.autogen.estimate"):
+        await asyncio.gather(*(client.create(HELLO) for _ in range(8)))
+
+    assert tries == [1]  # calls arriving during the first try count characters instead of trying too
+    (record,) = [r for r in caplog.records if r.name == "cycles_otel.autogen.estimate"]
+    assert "\n" not in record.getMessage() and "ConnectionError" in record.getMessage()
+    sources = {
+        (s.attributes or {})["cycles.estimate.source"] for s in instrumented.spans("cycles.reservation")
+    }
+    assert sources == {"characters"}

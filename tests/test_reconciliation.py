@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
@@ -424,6 +425,8 @@ async def run_governed(
             await governed_call(client, plan, tally)
 
     await asyncio.gather(*(one(plan) for plan in plans))
+    gc.collect()  # a dropped stream caught in a reference cycle is finalized (and so settled) now
+    await asyncio.sleep(0)  # the loop's async-generator finalizer schedules its aclose()
     await client.settled()
     await quiesce(30)
 

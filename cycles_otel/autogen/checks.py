@@ -22,16 +22,13 @@ def given(value: str | None, configured: str | None) -> str | None:
 def check_providers(
     pricing: object, tracer_provider: object, meter_provider: object, instrument_protocol: object
 ) -> None:
-    for name, value, expected in (
-        ("pricing", pricing, PriceTable),
-        ("tracer_provider", tracer_provider, TracerProvider),
-        ("meter_provider", meter_provider, MeterProvider),
+    for name, value, expected, described in (
+        ("pricing", pricing, PriceTable, "a cycles_otel.pricing.PriceTable"),
+        ("tracer_provider", tracer_provider, TracerProvider, "an opentelemetry.trace.TracerProvider"),
+        ("meter_provider", meter_provider, MeterProvider, "an opentelemetry.metrics.MeterProvider"),
     ):
         if value is not None and not isinstance(value, expected):
-            raise TypeError(
-                f"{name} must be a {expected.__module__}.{expected.__name__} or None, "
-                f"got {type(value).__name__}"
-            )
+            raise TypeError(f"{name} must be {described} or None, got {type(value).__name__}")
     if not isinstance(instrument_protocol, bool):
         raise TypeError(
             f"instrument_protocol must be True or False, got {instrument_protocol!r} "

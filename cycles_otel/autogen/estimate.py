@@ -76,6 +76,7 @@ class Estimator:
         self._default = default
         self._require_cap = require_cap
         self._tokenizer_ok: bool | None = None if tokenizer else False  # None: not tried yet
+        self._trying = False  # the first count is running
 
     async def estimate(
         self,
@@ -115,31 +116,50 @@ class Estimator:
         return amount
 
     async def input_tokens(self, messages: Sequence[LLMMessage], tools: Tools) -> tuple[int, str]:
-        """The inner client's own count when its tokenizer works, else a character-based count."""
-        if self._tokenizer_ok is not False:
+        """The inner client's own count when its tokenizer works, else a character-based count.
+
+        The first count may download tiktoken's files (and hang offline): it runs off the loop,
+        time-boxed, once; calls arriving while it runs count characters rather than try too or wait.
+        """
+        if self._tokenizer_ok is None and not self._trying:
+            self._trying = True
             try:
-                if self._tokenizer_ok:  # proven: its encoding is loaded, counting is quick
-                    count = self._inner.count_tokens(messages, tools=tools)
-                else:  # the first use may download (and hang): off the loop, time-boxed
-                    count = await _in_daemon_thread(
-                        lambda: self._inner.count_tokens(messages, tools=tools), TOKENIZER_TIMEOUT_S
-                    )
-            except Exception as exc:  # offline tiktoken, a client without a tokenizer, a timeout
-                first_line = (str(exc).strip().splitlines() or [""])[0][:200]
-                logger.warning(
-                    "cycles_otel: %s.count_tokens failed (%s: %s); estimating from characters from now on "
-                    "(tokenizer='characters' skips the attempt)",
-                    type(self._inner).__name__,
-                    type(exc).__name__,
-                    first_line,
-                )
-                self._tokenizer_ok = False
-            else:
-                if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
-                    self._tokenizer_ok = True
-                    return count, SOURCE_TOKENIZER
-                self._tokenizer_ok = False
+                count = await self._count(messages, tools, off_the_loop=True)
+            finally:
+                self._trying = False
+            if count is not None:
+                return count, SOURCE_TOKENIZER
+        elif self._tokenizer_ok:  # proven: its encoding is loaded, counting is quick
+            count = await self._count(messages, tools, off_the_loop=False)
+            if count is not None:
+                return count, SOURCE_TOKENIZER
         return character_token_count(messages, tools), SOURCE_CHARACTERS
+
+    async def _count(self, messages: Sequence[LLMMessage], tools: Tools, *, off_the_loop: bool) -> int | None:
+        """The inner client's count, or None (and characters from now on) when its tokenizer fails."""
+        try:
+            if off_the_loop:
+                count = await _in_daemon_thread(
+                    lambda: self._inner.count_tokens(messages, tools=tools), TOKENIZER_TIMEOUT_S
+                )
+            else:
+                count = self._inner.count_tokens(messages, tools=tools)
+        except Exception as exc:  # offline tiktoken, a client without a tokenizer, a timeout
+            first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+            logger.warning(
+                "cycles_otel: %s.count_tokens failed (%s: %s); estimating from characters from now on "
+                "(tokenizer='characters' skips the attempt)",
+                type(self._inner).__name__,
+                type(exc).__name__,
+                first_line,
+            )
+            self._tokenizer_ok = False
+            return None
+        if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+            self._tokenizer_ok = True
+            return count
+        self._tokenizer_ok = False
+        return None
 
 
 def character_token_count(messages: Sequence[LLMMessage], tools: Tools = ()) -> int:

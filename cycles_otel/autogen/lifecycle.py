@@ -121,9 +121,7 @@ class GovernedCall:
 
     @property
     def decision(self) -> str | None:
-        if not self._reserved:
-            return None
-        return str(getattr(self._reservation.decision, "value", self._reservation.decision))
+        return self.decision_of_reservation() if self._reserved else None
 
     @property
     def caps(self) -> Any:
@@ -169,7 +167,13 @@ class GovernedCall:
         if self._reserved or reserving is None:
             return self._reserved
         await asyncio.wait([reserving])
-        return not reserving.cancelled() and reserving.exception() is None
+        if reserving.cancelled() or reserving.exception() is not None:
+            return False
+        self.telemetry.reserved(self._reservation.reservation_id, self.decision_of_reservation())
+        return True
+
+    def decision_of_reservation(self) -> str:
+        return str(getattr(self._reservation.decision, "value", self._reservation.decision))
 
     # --- what the work did -----------------------------------------------------------------------
     def fail(self, exc: BaseException) -> None:

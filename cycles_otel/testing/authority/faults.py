@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 OPERATIONS = (
     "reserve",
@@ -33,6 +34,7 @@ class Fault:
     message: str = "injected fault"
     seconds: float = 0.0
     after: bool = False
+    details: dict[str, Any] | None = None
 
 
 class Faults:
@@ -74,13 +76,16 @@ class Faults:
         times: int = 1,
         *,
         after: bool = False,
+        details: dict[str, Any] | None = None,
     ) -> None:
         """Answer the next ``times`` calls with ``status`` and an ``{error, message}`` body.
 
         The ledger is not touched, unless ``after=True``: then the request is applied and only its
-        response is replaced (the "applied but the answer was lost" case).
+        response is replaced (the "applied but the answer was lost" case). ``details`` is the error
+        body's ``details`` object (e.g. a denial's ``{"deny_detail": {...}}``).
         """
-        self._arm(operation, Fault("fail", status=status, error=error, message=message, after=after), times)
+        fault = Fault("fail", status=status, error=error, message=message, after=after, details=details)
+        self._arm(operation, fault, times)
 
     def timeout(self, operation: str, seconds: float, times: int = 1) -> None:
         """Hold the next ``times`` calls for ``seconds`` (longer than the client's timeout), then close the

@@ -270,7 +270,9 @@ class LocalCyclesServer(BackgroundService["_HTTPServer"]):
             stopping.wait(fault.seconds)
             return None
         if fault is not None and not fault.after:
-            return self.protocol.error(request_id, trace_id, fault.status, fault.error, fault.message)
+            return self.protocol.error(
+                request_id, trace_id, fault.status, fault.error, fault.message, fault.details
+            )
         try:
             response = self.protocol.handle(request, request_id, trace_id)
         except Exception as exc:  # a bug here must surface as a protocol 500, not a dead connection
@@ -278,7 +280,9 @@ class LocalCyclesServer(BackgroundService["_HTTPServer"]):
                 request_id, trace_id, 500, "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}"
             )
         if fault is not None:
-            return self.protocol.error(request_id, trace_id, fault.status, fault.error, fault.message)
+            return self.protocol.error(
+                request_id, trace_id, fault.status, fault.error, fault.message, fault.details
+            )
         return response
 
     def _record(self, request: Request, operation: str | None, response: Response | None) -> None:
