@@ -40,13 +40,22 @@ from runcycles import AsyncCyclesClient  # type: ignore[import-untyped]
 from cycles_otel.app.configure import TelemetryHandle, configure_telemetry
 from cycles_otel.app.poller import BalancePoller
 from cycles_otel.autogen import BUDGET_STOP_PREFIX, BudgetedChatCompletionClient, BudgetedTool, stop_on_budget
-from cycles_otel.pricing import ModelPrice, PriceTable
+from cycles_otel.pricing import MICROCENTS_PER_USD, ModelPrice, PriceTable
 from cycles_otel.protocol import CyclesInstrumentor
 from cycles_otel.semconv import LABEL_SCOPE
 from cycles_otel.testing.authority import LedgerSnapshot, LocalCyclesServer
 from cycles_otel.testing.fake_openai import FakeOpenAI, ScriptedReply, count_completion_tokens
+from grafana.dashboards_src.agents import MODEL_COST, TOOL_COST
 from tests.conftest import require_binary
-from tests.grafana_support import BUILTIN_SERIES, RULE_FILES, metric_names, recorded_names, rules
+from tests.grafana_support import (
+    BUILTIN_SERIES,
+    RULE_FILES,
+    metric_names,
+    recorded_names,
+    rules,
+    selectors,
+    with_grafana_variables,
+)
 from tests.prometheus_support import Prometheus, poll, wait_until, zero_hold_copies
 from tests.test_dashboards import DASHBOARDS, expressions
 
@@ -82,6 +91,7 @@ AFTER_WORKLOAD_SERIES = (
 )
 SEARCH_TOOL = "search_papers"
 SEARCH_PRICE = CALL_COST  # microcents per search
+COST = "cycles_client_cost_usd_total"
 
 
 @dataclass
@@ -97,6 +107,7 @@ class Observed:
     exposition: str  # the app's /metrics after the whole workload
     prometheus_names: set[str]
     recorded_with_data: set[str]
+    answers: dict[str, list[dict[str, Any]]]  # PromQL -> its instant vector after the whole workload
 
 
 async def run_team(
@@ -204,6 +215,21 @@ def firing(prometheus: Prometheus, *names: str) -> list[dict[str, Any]]:
     return [a for a in prometheus.alerts() if a["labels"]["alertname"] in names and a["state"] == "firing"]
 
 
+def dashboard_selectors() -> dict[str, set[str]]:
+    """Every vector selector with matchers the dashboards query (variables as ``.*``) -> where."""
+    found: dict[str, set[str]] = {}
+    for file, dashboard in DASHBOARDS.items():
+        for where, expr in expressions(dashboard).items():
+            for selector in selectors(with_grafana_variables(expr)):
+                found.setdefault(selector, set()).add(f"{file} {where}")
+    return found
+
+
+def cost_queries() -> tuple[str, str]:
+    """The Agents & models dashboard's selectors of LLM spend and of tool spend, every variable All."""
+    return with_grafana_variables(MODEL_COST), with_grafana_variables(TOOL_COST)
+
+
 def with_data(prometheus: Prometheus, names: frozenset[str]) -> set[str]:
     """Those of ``names`` with at least one series in Prometheus now."""
     return {name for name in names if prometheus.api("query", query=name)["result"]}
@@ -268,6 +294,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
                 lambda: with_data(prometheus, recorded_names()),
                 lambda found: found >= wanted & recorded_names(),
             )
+            queries = {*dashboard_selectors(), *cost_queries(), COST}
             yield Observed(
                 result=result,
                 ledger=ledger,
@@ -278,6 +305,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
                 exposition=httpx.get(handle.prometheus_url, timeout=5).text,
                 prometheus_names=names & wanted,
                 recorded_with_data=recorded,
+                answers={query: prometheus.api("query", query=query)["result"] for query in queries},
             )
         finally:
             prometheus.stop()
@@ -407,3 +435,30 @@ def test_shadow_mode_denials_and_ungoverned_calls_fire_their_alerts(observed: Ob
         SHADOW_ALERT: "info",
         UNGOVERNED_ALERT: "warning",
     }
+
+
+def labelled(answer: list[dict[str, Any]]) -> dict[frozenset[tuple[str, str]], float]:
+    return {frozenset(r["metric"].items()): float(r["value"][1]) for r in answer}
+
+
+def test_llm_and_tool_spend_panels_split_the_cost_counter(observed: Observed) -> None:
+    """The LLM spend and tool spend selectors share no series and together select every one."""
+    model_query, tool_query = cost_queries()
+    models, tools = labelled(observed.answers[model_query]), labelled(observed.answers[tool_query])
+    assert models and tools
+    assert models.keys() & tools.keys() == set()
+    assert models | tools == labelled(observed.answers[COST])
+    assert {
+        (dict(labels)["gen_ai_agent_name"], dict(labels)["gen_ai_tool_name"]): value
+        for labels, value in tools.items()
+    } == {("researcher", SEARCH_TOOL): pytest.approx(SEARCH_PRICE / MICROCENTS_PER_USD)}
+    assert {dict(labels)["gen_ai_request_model"] for labels in models} == {MODEL}
+
+
+def test_every_dashboard_selector_finds_series_in_prometheus(observed: Observed) -> None:
+    """Each selector a panel or variable queries (variables All) matches series of the real scrape:
+    its metric, labels and label values are ones the library really exports together."""
+    found = dashboard_selectors()
+    assert set(cost_queries()) <= set(found), "the selector extraction missed the cost panels"
+    empty = {selector: sorted(where) for selector, where in found.items() if not observed.answers[selector]}
+    assert empty == {}
