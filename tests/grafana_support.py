@@ -62,6 +62,7 @@ _MATCHER_LABEL = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^()]*)\)")
 _RANGE = re.compile(r"\[[^\]]*\]")
 _IDENTIFIER = re.compile(r"(?<![\w.$])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?")
+_SELECTOR = re.compile(r"(?<![\w.$])[a-zA-Z_:][a-zA-Z0-9_:]*\{[^{}]*\}")
 _VARIABLE = re.compile(r"\$\{[^}]*\}|\$[a-zA-Z_]\w*")
 KEYWORDS = frozenset(
     {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset"}
@@ -99,6 +100,11 @@ def metric_names(expr: str) -> frozenset[str]:
         if call is None and name not in KEYWORDS:
             names.add(name)
     return frozenset(names)
+
+
+def selectors(expr: str) -> list[str]:
+    """The vector selectors of ``expr`` that carry matchers, as written: ``metric{a="1", b=~"x.*"}``."""
+    return _SELECTOR.findall(expr)
 
 
 def rate_ranges(expr: str) -> list[str]:

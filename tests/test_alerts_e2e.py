@@ -5,11 +5,14 @@ copies of ``grafana/prometheus/rules.yaml`` and ``alerts.yaml`` with every ``for
 ``0s`` (:func:`tests.prometheus_support.zero_hold_copies`); expressions, labels and annotations
 are the shipped ones, so an alert fires at the first evaluation that sees its condition.
 
-One workload serves both tests: a ``RoundRobinGroupChat`` of two ``AssistantAgent``s calling the
+One workload serves every test: a ``RoundRobinGroupChat`` of two ``AssistantAgent``s calling the
 real ``OpenAIChatCompletionClient`` against ``FakeOpenAI`` through one
 ``BudgetedChatCompletionClient``, governed by a ``LocalCyclesServer``, exported by
-``configure_telemetry``'s Prometheus endpoint; then a balance poll that overflows the cardinality
-guard and one that the authority refuses, so every metric the dashboards and rules read exists.
+``configure_telemetry``'s Prometheus endpoint. Once the team has stopped and the alerts are read,
+more happens, so that every series the dashboards and rules read exists: a second team whose
+researcher pays for a ``BudgetedTool`` and whose writer runs in shadow mode on its spent budget, a
+call the authority fails to answer that runs ungoverned, a call the model refuses, a balance poll
+that overflows the cardinality guard and one that the authority refuses.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -27,20 +30,32 @@ from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.base import TaskResult
 from autogen_agentchat.conditions import MaxMessageTermination
 from autogen_agentchat.teams import RoundRobinGroupChat
+from autogen_core.models import UserMessage
+from autogen_core.tools import FunctionTool
 from autogen_ext.models.openai import OpenAIChatCompletionClient
+from openai import BadRequestError
 from prometheus_client.parser import text_string_to_metric_families
 from runcycles import AsyncCyclesClient  # type: ignore[import-untyped]
 
 from cycles_otel.app.configure import TelemetryHandle, configure_telemetry
 from cycles_otel.app.poller import BalancePoller
-from cycles_otel.autogen import BUDGET_STOP_PREFIX, BudgetedChatCompletionClient, stop_on_budget
-from cycles_otel.pricing import ModelPrice, PriceTable
+from cycles_otel.autogen import BUDGET_STOP_PREFIX, BudgetedChatCompletionClient, BudgetedTool, stop_on_budget
+from cycles_otel.pricing import MICROCENTS_PER_USD, ModelPrice, PriceTable
 from cycles_otel.protocol import CyclesInstrumentor
 from cycles_otel.semconv import LABEL_SCOPE
 from cycles_otel.testing.authority import LedgerSnapshot, LocalCyclesServer
-from cycles_otel.testing.fake_openai import FakeOpenAI, count_completion_tokens
+from cycles_otel.testing.fake_openai import FakeOpenAI, ScriptedReply, count_completion_tokens
+from grafana.dashboards_src.agents import MODEL_COST, TOOL_COST
 from tests.conftest import require_binary
-from tests.grafana_support import BUILTIN_SERIES, RULE_FILES, metric_names, recorded_names, rules
+from tests.grafana_support import (
+    BUILTIN_SERIES,
+    RULE_FILES,
+    metric_names,
+    recorded_names,
+    rules,
+    selectors,
+    with_grafana_variables,
+)
 from tests.prometheus_support import Prometheus, poll, wait_until, zero_hold_copies
 from tests.test_dashboards import DASHBOARDS, expressions
 
@@ -63,9 +78,20 @@ EXTRA_SCOPE = "tenant:acme/agent:auditor"
 MAX_MESSAGES = 20  # a bound in case governance fails: the budget must stop the team long before
 ALERT = "CyclesBudgetExhausted"
 DENIALS_ALERT = "CyclesBudgetExceededDenials"
-# Nothing failed: a denial is a decision, not an authority error, and every call settled.
-SILENT_ALERTS = ("CyclesAuthorityErrors", "CyclesSettlementFailures")
-AFTER_WORKLOAD_SERIES = ("cycles_exporter_poll_errors_total", "cycles_otel_label_overflow_total")
+SHADOW_ALERT = "CyclesShadowDenials"
+UNGOVERNED_ALERT = "CyclesUngovernedCalls"
+# Nothing failed: a denial is a decision, not an authority error, every call settled, and an
+# enforced denial is no shadow-mode one.
+SILENT_ALERTS = ("CyclesAuthorityErrors", "CyclesSettlementFailures", SHADOW_ALERT, UNGOVERNED_ALERT)
+AFTER_WORKLOAD_SERIES = (
+    "cycles_exporter_poll_errors_total",
+    "cycles_otel_label_overflow_total",
+    "cycles_client_decisions_total",
+    "cycles_client_ungoverned_total",
+)
+SEARCH_TOOL = "search_papers"
+SEARCH_PRICE = CALL_COST  # microcents per search
+COST = "cycles_client_cost_usd_total"
 
 
 @dataclass
@@ -73,12 +99,15 @@ class Observed:
     """What one workload left behind: the team's result, the ledger, the alerts, the scrape."""
 
     result: TaskResult
-    ledger: LedgerSnapshot
+    ledger: LedgerSnapshot  # when the team stopped
     fired_after: float | None  # seconds from the team's stop until Prometheus reported ALERT firing
     alerts: list[dict[str, Any]]  # once every rule group evaluated the final state
+    second_team: TaskResult  # the researcher with its tool, the writer in shadow mode
+    governance_alerts: list[dict[str, Any]]  # shadow-mode denials and ungoverned calls, once firing
     exposition: str  # the app's /metrics after the whole workload
     prometheus_names: set[str]
     recorded_with_data: set[str]
+    answers: dict[str, list[dict[str, Any]]]  # PromQL -> its instant vector after the whole workload
 
 
 async def run_team(
@@ -107,6 +136,69 @@ async def run_team(
     return result
 
 
+async def search_papers(topic: str) -> str:
+    """Find recent papers on a topic."""
+    return f"Three recent papers on {topic}."
+
+
+async def govern_past_the_team(
+    server: LocalCyclesServer, key: str, api: FakeOpenAI, handle: TelemetryHandle
+) -> TaskResult:
+    """A tool paid for, a writer in shadow mode on its spent budget, an authority outage, a model error."""
+    api.clear()  # the first team's unused replies
+    api.script([ScriptedReply(tool_calls=[(SEARCH_TOOL, {"topic": "budgets"})]), REPLY, REPLY])
+    tracer_provider, meter_provider = handle.tracer_provider, handle.meter_provider
+    async with AsyncCyclesClient(server.config(key)) as cycles:
+
+        def governed(
+            mode: Literal["enforce", "observe"] = "enforce",
+            on_authority_error: Literal["raise", "allow"] = "raise",
+            agent: str | None = None,
+        ) -> BudgetedChatCompletionClient:
+            return BudgetedChatCompletionClient(
+                OpenAIChatCompletionClient(model=MODEL, base_url=api.base_url, api_key="sk-test"),
+                cycles,
+                agent=agent,
+                estimate_amount=CALL_COST,
+                pricing=PRICES,
+                mode=mode,
+                on_authority_error=on_authority_error,
+                tracer_provider=tracer_provider,
+                meter_provider=meter_provider,
+            )
+
+        enforced, shadow = governed(), governed(mode="observe")
+        # Called outside any agent: it names the agent to charge.
+        fail_open = governed(on_authority_error="allow", agent="researcher")
+        search = BudgetedTool(
+            FunctionTool(search_papers, description="Search recent papers on a topic."),
+            cycles,
+            estimate_amount=SEARCH_PRICE,
+            actual=SEARCH_PRICE,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+        )
+        team = RoundRobinGroupChat(
+            [
+                AssistantAgent("researcher", model_client=enforced, tools=[search]),
+                AssistantAgent("writer", model_client=shadow),  # its budget is spent: DENY, yet it runs
+            ],
+            termination_condition=MaxMessageTermination(3),
+        )
+        try:
+            result: TaskResult = await team.run(task="Search papers on budgets, then write them up.")
+            server.faults.fail("reserve", 503, times=100)
+            await fail_open.create([UserMessage(content="Summarise the papers.", source="user")])
+            server.faults.clear()
+            api.faults.fail_next(status=400)
+            with pytest.raises(BadRequestError):
+                await enforced.create([UserMessage(content="Once more.", source="user")])
+        finally:
+            for client in (enforced, shadow, fail_open):
+                await client.close()
+    return result
+
+
 async def poll_past_the_team(server: LocalCyclesServer, key: str, handle: TelemetryHandle) -> None:
     """A fourth scope the guard cannot admit, and a poll with a key the authority refuses."""
     server.set_budget(EXTRA_SCOPE, CALL_COST)
@@ -119,8 +211,23 @@ async def poll_past_the_team(server: LocalCyclesServer, key: str, handle: Teleme
         assert refused.last_error is not None and refused.last_error.error_type == "401"
 
 
-def firing(prometheus: Prometheus, name: str) -> list[dict[str, Any]]:
-    return [a for a in prometheus.alerts() if a["labels"]["alertname"] == name and a["state"] == "firing"]
+def firing(prometheus: Prometheus, *names: str) -> list[dict[str, Any]]:
+    return [a for a in prometheus.alerts() if a["labels"]["alertname"] in names and a["state"] == "firing"]
+
+
+def dashboard_selectors() -> dict[str, set[str]]:
+    """Every vector selector with matchers the dashboards query (variables as ``.*``) -> where."""
+    found: dict[str, set[str]] = {}
+    for file, dashboard in DASHBOARDS.items():
+        for where, expr in expressions(dashboard).items():
+            for selector in selectors(with_grafana_variables(expr)):
+                found.setdefault(selector, set()).add(f"{file} {where}")
+    return found
+
+
+def cost_queries() -> tuple[str, str]:
+    """The Agents & models dashboard's selectors of LLM spend and of tool spend, every variable All."""
+    return with_grafana_variables(MODEL_COST), with_grafana_variables(TOOL_COST)
 
 
 def with_data(prometheus: Prometheus, names: frozenset[str]) -> set[str]:
@@ -167,6 +274,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
         try:
             prometheus.wait_ready()
             result = asyncio.run(run_team(server, key, api, handle))
+            ledger = server.ledger()
             stopped, stopped_at = time.monotonic(), time.time()
             fired = wait_until(lambda: firing(prometheus, ALERT), bool)
             fired_after = time.monotonic() - stopped if fired else None
@@ -174,6 +282,11 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
             poll(lambda: evaluated_since(prometheus, stopped_at + 2), "every rule group to evaluate")
             alerts = prometheus.alerts()
 
+            second_team = asyncio.run(govern_past_the_team(server, key, api, handle))
+            governance = wait_until(
+                lambda: firing(prometheus, SHADOW_ALERT, UNGOVERNED_ALERT),
+                lambda found: len(found) == 2,
+            )
             asyncio.run(poll_past_the_team(server, key, handle))
             # rate() and deriv() need two samples of a series: give the recording rules a few scrapes.
             names = wait_until(prometheus.series_names, lambda found: found >= wanted)
@@ -181,14 +294,18 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
                 lambda: with_data(prometheus, recorded_names()),
                 lambda found: found >= wanted & recorded_names(),
             )
+            queries = {*dashboard_selectors(), *cost_queries(), COST}
             yield Observed(
                 result=result,
-                ledger=server.ledger(),
+                ledger=ledger,
                 fired_after=fired_after,
                 alerts=alerts,
+                second_team=second_team,
+                governance_alerts=governance,
                 exposition=httpx.get(handle.prometheus_url, timeout=5).text,
                 prometheus_names=names & wanted,
                 recorded_with_data=recorded,
+                answers={query: prometheus.api("query", query=query)["result"] for query in queries},
             )
         finally:
             prometheus.stop()
@@ -200,10 +317,14 @@ def shipped_rule(name: str) -> dict[str, Any]:
 
 
 def rendered(template: str, labels: Mapping[str, str], value: str) -> str:
-    """A plain annotation template (``$labels.x`` and ``$value`` only) filled in like Prometheus does."""
-    assert "|" not in template, "this helper renders plain substitutions only"
+    """An annotation template filled in like Prometheus does: ``$labels.x``, ``$value``, and
+    ``$value | humanize`` of a whole number under 1000 (which humanize writes as it is)."""
     text = re.sub(r"\{\{\s*\$labels\.(\w+)\s*\}\}", lambda m: labels[m.group(1)], template)
-    return re.sub(r"\{\{\s*\$value\s*\}\}", value, text)
+    if re.search(r"\|\s*humanize\s*\}\}", text):
+        assert value.isdigit() and int(value) < 1000, f"humanize writes {value} otherwise"
+    text = re.sub(r"\{\{\s*\$value(?:\s*\|\s*humanize)?\s*\}\}", value, text)
+    assert "{{" not in text, f"this helper renders only $labels, $value and humanize: {template}"
+    return text
 
 
 def test_the_team_stops_on_its_budget_and_the_exhausted_alert_fires_for_that_scope(
@@ -280,3 +401,64 @@ def test_every_metric_the_dashboards_and_rules_read_is_in_the_real_scrape(observ
     assert [
         (s.labels["error_type"], s.value) for s in samples if s.name == "cycles_exporter_poll_errors_total"
     ] == [("401", 1.0)]
+
+
+def test_shadow_mode_denials_and_ungoverned_calls_fire_their_alerts(observed: Observed) -> None:
+    """The writer ran on its spent budget in shadow mode, and a call ran while the authority failed."""
+    assert [(m.source, type(m).__name__) for m in observed.second_team.messages] == [
+        ("user", "TextMessage"),
+        ("researcher", "ToolCallRequestEvent"),
+        ("researcher", "ToolCallExecutionEvent"),
+        ("researcher", "ToolCallSummaryMessage"),
+        ("writer", "TextMessage"),
+    ]
+    expected = {
+        SHADOW_ALERT: {
+            "job": "app",
+            "cycles_reason": "BUDGET_EXCEEDED",
+            "cycles_action_kind": "llm.completion",
+            "cycles_action_name": MODEL,
+        },
+        UNGOVERNED_ALERT: {"job": "app", "error_type": "CyclesProtocolError"},
+    }
+    assert sorted(a["labels"]["alertname"] for a in observed.governance_alerts) == sorted(expected)
+    for alert in observed.governance_alerts:
+        name = alert["labels"]["alertname"]
+        rule = shipped_rule(name)
+        labels = {"alertname": name, **expected[name], **rule["labels"]}
+        assert alert["labels"] == labels
+        assert float(alert["value"]) == 1
+        assert alert["annotations"] == {
+            key: rendered(template, labels, "1") for key, template in rule["annotations"].items()
+        }
+    assert {name: shipped_rule(name)["labels"]["severity"] for name in expected} == {
+        SHADOW_ALERT: "info",
+        UNGOVERNED_ALERT: "warning",
+    }
+
+
+def labelled(answer: list[dict[str, Any]]) -> dict[frozenset[tuple[str, str]], float]:
+    return {frozenset(r["metric"].items()): float(r["value"][1]) for r in answer}
+
+
+def test_llm_and_tool_spend_panels_split_the_cost_counter(observed: Observed) -> None:
+    """The LLM spend and tool spend selectors share no series and together select every one."""
+    model_query, tool_query = cost_queries()
+    models, tools = labelled(observed.answers[model_query]), labelled(observed.answers[tool_query])
+    assert models and tools
+    assert models.keys() & tools.keys() == set()
+    assert models | tools == labelled(observed.answers[COST])
+    assert {
+        (dict(labels)["gen_ai_agent_name"], dict(labels)["gen_ai_tool_name"]): value
+        for labels, value in tools.items()
+    } == {("researcher", SEARCH_TOOL): pytest.approx(SEARCH_PRICE / MICROCENTS_PER_USD)}
+    assert {dict(labels)["gen_ai_request_model"] for labels in models} == {MODEL}
+
+
+def test_every_dashboard_selector_finds_series_in_prometheus(observed: Observed) -> None:
+    """Each selector a panel or variable queries (variables All) matches series of the real scrape:
+    its metric, labels and label values are ones the library really exports together."""
+    found = dashboard_selectors()
+    assert set(cost_queries()) <= set(found), "the selector extraction missed the cost panels"
+    empty = {selector: sorted(where) for selector, where in found.items() if not observed.answers[selector]}
+    assert empty == {}

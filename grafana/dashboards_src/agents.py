@@ -1,15 +1,27 @@
-"""The Agents & models dashboard: cost, tokens and LLM latency by agent and model."""
+"""The Agents & models dashboard: cost by agent, model and tool; tokens and LLM latency by model."""
 
 from __future__ import annotations
 
 from .builder import JSON, dashboard, label_variable, panel, target, targets
 
-COST = 'cycles_client_cost_usd_total{gen_ai_agent_name=~"$agent", gen_ai_request_model=~"$model"}'
+# One counter holds the spend of LLM calls (labelled by model) and of tool runs (labelled by tool):
+# each panel selects one kind by requiring its label, so none counts the other ("" matches .*).
+MODEL_COST = (
+    'cycles_client_cost_usd_total{gen_ai_agent_name=~"$agent", gen_ai_request_model=~"$model", '
+    'gen_ai_request_model!=""}'
+)
+TOOL_COST = (
+    'cycles_client_cost_usd_total{gen_ai_agent_name=~"$agent", gen_ai_tool_name=~"$tool", '
+    'gen_ai_tool_name!=""}'
+)
 MODEL = 'gen_ai_request_model=~"$model"'
 GENAI_DURATION = "gen_ai_client_operation_duration_seconds"
-AGENT_SPANS = (
-    '{ name = "cycles.reservation" && span.gen_ai.agent.name = "${__field.labels.gen_ai_agent_name}" }'
-)
+RESERVATIONS_OF = '{ name = "cycles.reservation" && '
+AGENT = 'span.gen_ai.agent.name = "${__field.labels.gen_ai_agent_name}"'
+TOOL = 'span.gen_ai.tool.name = "${__field.labels.gen_ai_tool_name}"'
+AGENT_SPANS = RESERVATIONS_OF + AGENT + " }"
+TOOL_SPANS = RESERVATIONS_OF + TOOL + " }"
+AGENT_TOOL_SPANS = RESERVATIONS_OF + f"{TOOL} && {AGENT} }}"
 MODEL_SPANS = '{ span.gen_ai.request.model = "${__field.labels.gen_ai_request_model}" }'
 
 
@@ -20,47 +32,68 @@ def _latency(q: str) -> str:
     )
 
 
+def _hourly(by: str, cost: str) -> str:
+    return f"sum by ({by}) (rate({cost}[$__rate_interval])) * 3600"
+
+
+def _cost_panel(title: str, description: str, by: str, cost: str, legend: str, traceql: str) -> JSON:
+    return panel(
+        "timeseries", title, description, "currencyUSD", [target(_hourly(by, cost), legend)], traceql=traceql
+    )
+
+
 def build(cycles_admin_url: str) -> JSON:
     panels = [
-        panel(
-            "timeseries",
-            "Cost per hour by agent",
-            "Priced cost of governed LLM calls in US dollars per hour, by AutoGen agent.",
-            "currencyUSD",
-            [
-                target(
-                    f"sum by (gen_ai_agent_name) (rate({COST}[$__rate_interval])) * 3600",
-                    "{{gen_ai_agent_name}}",
-                )
-            ],
-            traceql=AGENT_SPANS,
+        _cost_panel(
+            "LLM cost per hour by agent",
+            "Priced cost of governed LLM calls in US dollars per hour, by AutoGen agent "
+            "(tool runs are apart, in the tool cost panels).",
+            "gen_ai_agent_name",
+            MODEL_COST,
+            "{{gen_ai_agent_name}}",
+            AGENT_SPANS,
         ),
-        panel(
-            "timeseries",
-            "Cost per hour by model",
+        _cost_panel(
+            "LLM cost per hour by model",
             "Priced cost of governed LLM calls in US dollars per hour, by requested model.",
-            "currencyUSD",
-            [
-                target(
-                    f"sum by (gen_ai_request_model) (rate({COST}[$__rate_interval])) * 3600",
-                    "{{gen_ai_request_model}}",
-                )
-            ],
-            traceql=MODEL_SPANS,
+            "gen_ai_request_model",
+            MODEL_COST,
+            "{{gen_ai_request_model}}",
+            MODEL_SPANS,
+        ),
+        _cost_panel(
+            "Tool cost per hour by tool",
+            "Cost of governed tool runs (BudgetedTool, BudgetedWorkbench) in US dollars per hour, by "
+            "tool: the actual each run committed, when its budget counts USD_MICROCENTS.",
+            "gen_ai_tool_name",
+            TOOL_COST,
+            "{{gen_ai_tool_name}}",
+            TOOL_SPANS,
+        ),
+        _cost_panel(
+            "Tool cost per hour by agent",
+            "Cost of governed tool runs in US dollars per hour, by the AutoGen agent that ran the tool.",
+            "gen_ai_agent_name, gen_ai_tool_name",
+            TOOL_COST,
+            "{{gen_ai_agent_name}} / {{gen_ai_tool_name}}",
+            AGENT_TOOL_SPANS,
         ),
         panel(
             "bargauge",
             "Top spenders",
-            "The ten agent and model pairs with the highest cost per hour, averaged over "
-            "the dashboard's time range.",
+            "The ten agent and model pairs, and the ten agent and tool pairs, with the highest cost "
+            "per hour, averaged over the dashboard's time range.",
             "currencyUSD",
-            [
-                target(
-                    "topk(10, sum by (gen_ai_agent_name, gen_ai_request_model) "
-                    f"(rate({COST}[$__rate_interval])) * 3600)",
+            targets(
+                (
+                    f"topk(10, {_hourly('gen_ai_agent_name, gen_ai_request_model', MODEL_COST)})",
                     "{{gen_ai_agent_name}} / {{gen_ai_request_model}}",
-                )
-            ],
+                ),
+                (
+                    f"topk(10, {_hourly('gen_ai_agent_name, gen_ai_tool_name', TOOL_COST)})",
+                    "{{gen_ai_agent_name}} / tool {{gen_ai_tool_name}}",
+                ),
+            ),
             traceql=AGENT_SPANS,
             options={
                 "displayMode": "gradient",
@@ -142,11 +175,13 @@ def build(cycles_admin_url: str) -> JSON:
     variables = [
         label_variable("agent", "Agent", "cycles_client_cost_usd_total", "gen_ai_agent_name"),
         label_variable("model", "Model", "cycles_client_cost_usd_total", "gen_ai_request_model"),
+        label_variable("tool", "Tool", "cycles_client_cost_usd_total", "gen_ai_tool_name"),
     ]
     return dashboard(
         "cycles-agents-models",
         "Cycles / Agents & models",
-        "What each AutoGen agent and each model costs, how many tokens they use and how long calls take.",
+        "What each AutoGen agent, model and governed tool costs, how many tokens the models use and "
+        "how long their calls take.",
         variables,
         panels,
         cycles_admin_url,

@@ -1,4 +1,4 @@
-"""The Reservations dashboard: lifecycle rates, active reservations, authority latency and errors."""
+"""The Reservations dashboard: decisions (shadow mode's too), settlements, authority latency and errors."""
 
 from __future__ import annotations
 
@@ -12,6 +12,12 @@ DURATION = "cycles_client_operation_duration_seconds"
 ACTION_SPANS = (
     '{ name = "cycles.reservation" && span.cycles.action.name = "${__field.labels.cycles_action_name}" }'
 )
+SHADOW_DENIAL_SPANS = (
+    '{ name = "cycles.reservation" && span.cycles.mode = "observe" && span.cycles.decision = "DENY" '
+    '&& span.cycles.action.name = "${__field.labels.cycles_action_name}" }'
+)
+SHADOW_DENIALS = f'cycles_client_decisions_total{{cycles_decision="DENY", {ACTION}}}'
+UNGOVERNED_SPANS = '{ name = "cycles.reservation" && span.cycles.governed = false }'
 OUTCOME_SPANS = '{ name = "cycles.reservation" && span.cycles.outcome = "${__field.labels.cycles_outcome}" }'
 OPERATION_SPANS = '{ name = "cycles.${__field.labels.cycles_operation}" }'
 # No $model filter: Grafana's regex escaping (gpt-4\.1) is not a valid TraceQL string escape.
@@ -46,7 +52,8 @@ def build(cycles_admin_url: str) -> JSON:
         panel(
             "timeseries",
             "Decisions by action",
-            "Reservations per second by action (the model of a governed LLM call) and decision.",
+            "Reservations per second by action (the model of a governed LLM call, the tool of a "
+            "governed tool run) and decision.",
             "reqps",
             [
                 target(
@@ -56,6 +63,37 @@ def build(cycles_admin_url: str) -> JSON:
                 )
             ],
             traceql=ACTION_SPANS,
+        ),
+        panel(
+            "timeseries",
+            "Would-be denials (shadow mode)",
+            "Decisions that held no budget and answered DENY, per second, by reason and action: calls "
+            'in shadow mode (mode="observe") that ran anyway and would be denied once enforced, and '
+            "any /v1/decide or dry run of your own. CyclesShadowDenials fires on any.",
+            "reqps",
+            [
+                target(
+                    "sum by (cycles_reason, cycles_action_kind, cycles_action_name) "
+                    f"(rate({SHADOW_DENIALS}[$__rate_interval]))",
+                    "{{cycles_action_name}} {{cycles_reason}}",
+                )
+            ],
+            traceql=SHADOW_DENIAL_SPANS,
+        ),
+        panel(
+            "timeseries",
+            "Ungoverned calls (fail open)",
+            "Calls per second that ran without a reservation because the authority was unavailable "
+            'and the client fails open (on_authority_error="allow"), by error type: no budget was '
+            "checked before them. CyclesUngovernedCalls fires on any.",
+            "reqps",
+            [
+                target(
+                    "sum by (error_type) (rate(cycles_client_ungoverned_total[$__rate_interval]))",
+                    "{{error_type}}",
+                )
+            ],
+            traceql=UNGOVERNED_SPANS,
         ),
         panel(
             "timeseries",
@@ -172,14 +210,16 @@ def build(cycles_admin_url: str) -> JSON:
         ),
         trace_table(
             "Recent reservations",
-            "The latest governed LLM calls (cycles.reservation spans) with their decision, reason, "
-            "scope and charge. A trace id opens the trace in Tempo, or the Cycles authority's events "
-            "and audit entries of that trace in the Cycles admin dashboard.",
+            "The latest governed LLM calls and tool runs (cycles.reservation spans) with their "
+            "decision, reason, scope and charge. A trace id opens the trace in Tempo, or the Cycles "
+            "authority's events and audit entries of that trace in the Cycles admin dashboard.",
             RECENT_RESERVATIONS,
         ),
     ]
     variables = [
-        label_variable("model", "Model (action)", "cycles_client_reservations_total", "cycles_action_name"),
+        label_variable(
+            "model", "Action (model or tool)", "cycles_client_reservations_total", "cycles_action_name"
+        ),
         label_variable("operation", "Operation", f"{DURATION}_count", "cycles_operation"),
     ]
     return dashboard(

@@ -15,6 +15,9 @@ DEBT_DENIALS = (
     f'{RESERVATIONS}{{cycles_decision="DENY",cycles_reason=~"OVERDRAFT_LIMIT_EXCEEDED|DEBT_OUTSTANDING"}}'
 )
 UNSETTLED = 'cycles_client_settlements_total{cycles_outcome=~"failed|recovered"}'
+# Decisions that held no budget (shadow mode's /v1/decide, dry runs) and answered DENY.
+SHADOW_DENIALS = 'cycles_client_decisions_total{cycles_decision="DENY"}'
+UNGOVERNED = "cycles_client_ungoverned_total"
 
 HEADER = """\
 Alerts of cycles-otel that read raw metrics only. Alerts built on a recording rule live in
@@ -96,6 +99,24 @@ max {BY_SCOPE} (cycles_budget_allocated) > 0
                 f"last {denials}.",
             ),
             Alert(
+                "CyclesShadowDenials",
+                "info",
+                any_in_window(
+                    "job, cycles_reason, cycles_action_kind, cycles_action_name",
+                    SHADOW_DENIALS,
+                    t.shadow_denials_window,
+                ),
+                "Cycles would have denied calls that ran in shadow mode.",
+                f"{VALUE_HUMAN} decisions of {JOB} for {label('cycles_action_kind')} "
+                f"{label('cycles_action_name')} answered DENY with {label('cycles_reason')} in the last "
+                f"{period(t.shadow_denials_window)}. Nothing was held: in shadow mode (mode=observe) "
+                "these calls ran; enforced, they would be denied.",
+                comment="Shadow mode asks /v1/decide and holds nothing, so these decisions are never "
+                "reservations and the denial alerts above never see them: informational, for deciding "
+                "when to enforce. A series born within the window is counted whole (see "
+                "CyclesBudgetExceededDenials).",
+            ),
+            Alert(
                 "CyclesCostOverrun",
                 "warning",
                 "max by (cycles_scope) (cycles_budget_over_limit) == 1",
@@ -146,6 +167,19 @@ def _client(t: Tunables) -> Group:
                 f"{VALUE_HUMAN} reservations of {JOB} ended {label('cycles_outcome')} in the last "
                 f"{period(t.settlement_window)}.",
                 comment="A series born within the window is counted whole (see CyclesBudgetExceededDenials).",
+            ),
+            Alert(
+                "CyclesUngovernedCalls",
+                "warning",
+                any_in_window("job, error_type", UNGOVERNED, t.ungoverned_window),
+                "Calls ran without a Cycles reservation because the authority was unavailable.",
+                f"{VALUE_HUMAN} calls of {JOB} ran ungoverned in the last {period(t.ungoverned_window)}: "
+                f"the Cycles authority failed ({label('error_type')}) and the client fails open, so no "
+                "budget was checked before them.",
+                comment="on_authority_error=allow: each call counted here ran with no budget check (its "
+                "spend is recorded afterwards through /v1/events). One such call is worth knowing of, so "
+                "there is no hold. A series born within the window is counted whole (see "
+                "CyclesBudgetExceededDenials).",
             ),
             Alert(
                 "CyclesBalancePollErrors",

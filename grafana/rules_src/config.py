@@ -56,6 +56,8 @@ class Tunables:
     over_limit_for: timedelta = timedelta(minutes=1)
     # CyclesBudgetExceededDenials and CyclesOverdraftDenials: any denial within the window.
     denials_window: timedelta = timedelta(minutes=5)
+    # CyclesShadowDenials: any DENY of a decision that held nothing (shadow mode) within the window.
+    shadow_denials_window: timedelta = timedelta(minutes=15)
     # CyclesEstimatesTooLow: charged above this factor of reserved, over the window.
     estimate_factor: float = 1.2
     estimate_window: timedelta = timedelta(hours=1)
@@ -65,6 +67,8 @@ class Tunables:
     stale_for: timedelta = timedelta(minutes=5)
     # CyclesSettlementFailures: any failed or recovered settlement within the window.
     settlement_window: timedelta = timedelta(minutes=15)
+    # CyclesUngovernedCalls: any call run without a reservation (failing open) within the window.
+    ungoverned_window: timedelta = timedelta(minutes=5)
     # CyclesBalancePollErrors.
     poll_errors_window: timedelta = timedelta(minutes=5)
     poll_errors_for: timedelta = timedelta(minutes=10)

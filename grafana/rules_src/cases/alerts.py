@@ -12,10 +12,19 @@ APP = {"job": "app"}
 GPT_4O = {"cycles_action_kind": "llm.completion", "cycles_action_name": "gpt-4o"}
 RESERVATIONS = "cycles_client_reservations_total"
 SETTLEMENTS = "cycles_client_settlements_total"
+DECISIONS = "cycles_client_decisions_total"
+UNGOVERNED = "cycles_client_ungoverned_total"
+SEARCH = {"cycles_action_kind": "tool.call", "cycles_action_name": "search_papers"}
 
 
 def _reservations(decision: str, reason: str) -> str:
     return series(RESERVATIONS, cycles_decision=decision, cycles_reason=reason, **GPT_4O, **APP)
+
+
+def _decisions(decision: str, action: dict[str, str], reason: str | None = None) -> str:
+    # As the exporter writes them: only a denial carries a reason label.
+    because = {"cycles_reason": reason} if reason else {}
+    return series(DECISIONS, cycles_decision=decision, **because, **action, **APP)
 
 
 def suite(files: tuple[RuleFile, ...], t: Tunables) -> RuleTests:
@@ -29,6 +38,10 @@ def suite(files: tuple[RuleFile, ...], t: Tunables) -> RuleTests:
     overrun, estimates = alert("CyclesCostOverrun"), alert("CyclesEstimatesTooLow")
     stale, settlements = alert("CyclesBudgetDataStale"), alert("CyclesSettlementFailures")
     polls, overflow = alert("CyclesBalancePollErrors"), alert("CyclesLabelOverflow")
+    shadow, ungoverned = alert("CyclesShadowDenials"), alert("CyclesUngovernedCalls")
+    shadow_gpt_4o = {"job": "app", "cycles_reason": "BUDGET_EXCEEDED", **GPT_4O}
+    shadow_search = {"job": "app", "cycles_reason": "ACTION_QUOTA_EXCEEDED", **SEARCH}
+    unavailable = {"job": "app", "error_type": "CyclesProtocolError"}
     gpt_4o_app = {"job": "app", "cycles_action_name": "gpt-4o"}
     overdrawn = {"job": "app", "cycles_reason": "OVERDRAFT_LIMIT_EXCEEDED"}
     stamp = "cycles_budget_updated_timestamp_seconds"
@@ -77,6 +90,31 @@ def suite(files: tuple[RuleFile, ...], t: Tunables) -> RuleTests:
                     silent(budget_denials, born + t.denials_window),
                     *fires(overdraft, born, {"job": "app", "cycles_reason": "DEBT_OUTSTANDING"}, "2"),
                     silent(overdraft, born + t.denials_window),
+                ),
+            ),
+            Case(
+                "Shadow denials: decisions that held nothing answer DENY from 11m on; allowed decisions, "
+                "and reservations the authority denied (enforced, not shadow), never alert.",
+                {
+                    _decisions("ALLOW", GPT_4O): "0+10x30",
+                    _decisions("DENY", GPT_4O, "BUDGET_EXCEEDED"): "0x10 1+1x20",
+                    _reservations("DENY", "BUDGET_EXCEEDED"): "0+1x30",
+                },
+                checks=(
+                    *fires(shadow, minutes(11), shadow_gpt_4o, "1"),
+                    firing(shadow, minutes(15), shadow_gpt_4o, "5"),
+                ),
+            ),
+            Case(
+                "A shadow denial series born at its first increment (a tool over its quota): counted "
+                "whole while younger than the window, silent once the window has passed.",
+                {
+                    _decisions("ALLOW", SEARCH): "1+1x30",
+                    _decisions("DENY", SEARCH, "ACTION_QUOTA_EXCEEDED"): "_x6 1x24",
+                },
+                checks=(
+                    *fires(shadow, born, shadow_search, "1"),
+                    silent(shadow, born + t.shadow_denials_window),
                 ),
             ),
             Case(
@@ -130,6 +168,23 @@ def suite(files: tuple[RuleFile, ...], t: Tunables) -> RuleTests:
                 checks=(
                     *fires(settlements, born, {"job": "app", "cycles_outcome": "recovered"}, "1"),
                     silent(settlements, born + t.settlement_window),
+                ),
+            ),
+            Case(
+                "Ungoverned calls: the authority fails from 11m on and the client fails open.",
+                {series(UNGOVERNED, error_type="CyclesProtocolError", **APP): "0x10 1+1x20"},
+                checks=(
+                    *fires(ungoverned, minutes(11), unavailable, "1"),
+                    firing(ungoverned, minutes(15), unavailable, "5"),
+                ),
+            ),
+            Case(
+                "An ungoverned series born at its first call (the exporter never shows it at 0) alerts "
+                "for the length of the window, then clears: the outage is over.",
+                {series(UNGOVERNED, error_type="CyclesProtocolError", **APP): "_x6 1x24"},
+                checks=(
+                    *fires(ungoverned, born, unavailable, "1"),
+                    silent(ungoverned, born + t.ungoverned_window),
                 ),
             ),
             Case(
