@@ -162,6 +162,25 @@ def test_grafana_provisions_the_dashboards_where_they_are_mounted() -> None:
     assert container_path("grafana", home).is_file()
 
 
+# The labels of the metrics the trace-to-metrics queries read (docs/telemetry.md).
+METRIC_LABELS = {
+    "cycles_client_cost_usd_total": {"gen_ai_request_model", "gen_ai_tool_name", "gen_ai_agent_name"},
+    "gen_ai_client_operation_duration_seconds_bucket": {
+        "gen_ai_request_model",
+        "gen_ai_operation_name",
+        "gen_ai_provider_name",
+        "error_type",
+        "le",
+    },
+    "cycles_client_reservations_total": {
+        "cycles_decision",
+        "cycles_reason",
+        "cycles_action_kind",
+        "cycles_action_name",
+    },
+}
+
+
 def test_grafana_datasources_link_metrics_and_traces() -> None:
     by_type = {source["type"]: source for source in DATASOURCES}
     assert {"prometheus", "tempo"} <= set(by_type)
@@ -171,8 +190,14 @@ def test_grafana_datasources_link_metrics_and_traces() -> None:
     destinations = prometheus["jsonData"]["exemplarTraceIdDestinations"]
     assert {d["datasourceUid"] for d in destinations if "datasourceUid" in d} == {tempo["uid"]}
     assert tempo["jsonData"]["tracesToMetrics"]["datasourceUid"] == prometheus["uid"]
+    mapped = {tag["value"] for tag in tempo["jsonData"]["tracesToMetrics"]["tags"]}
     for query in tempo["jsonData"]["tracesToMetrics"]["queries"]:
-        assert "$$__tags" in query["query"], "Grafana expands $VAR in provisioning: write $$__tags"
+        text = query["query"]
+        # Grafana expands $VAR in provisioning files: write $$__tags and $${__span.tags[...]}.
+        assert "$$__tags" in text or '$${__span.tags["' in text, query["name"]
+        if "$$__tags" in text:  # every mapped label must exist on the metric the query reads
+            metric = text.split("{", 1)[0].rsplit("(", 1)[-1]
+            assert mapped <= METRIC_LABELS[metric], (query["name"], mapped - METRIC_LABELS[metric])
 
 
 def test_exemplars_open_their_trace_in_tempo_and_its_cycles_events() -> None:
