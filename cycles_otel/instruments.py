@@ -84,7 +84,9 @@ class Instruments:
             "Calls run without a reservation because the authority was unavailable (fail open).",
         )
         self.cost_usd = meter.create_counter(
-            "cycles.client.cost.usd", "{USD}", "Priced cost of governed LLM calls and tool runs in US dollars."
+            "cycles.client.cost.usd",
+            "{USD}",
+            "Priced cost of governed LLM calls and tool runs in US dollars.",
         )
         self.operation_duration = meter.create_histogram(
             "cycles.client.operation.duration",

@@ -220,16 +220,11 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
         try:
             with self._governance.governor.settlements.answering():
                 await call.reserve()
-                call_tools, call_args, _ = call.request(tools, extra_create_args, stream=False)
+                request = call.request(
+                    tools, tool_choice, json_output, extra_create_args, cancellation_token, stream=False
+                )
                 with call.inference():
-                    result = await self._inner.create(
-                        messages,
-                        tools=call_tools,
-                        tool_choice=tool_choice,
-                        json_output=json_output,
-                        extra_create_args=call_args,
-                        cancellation_token=cancellation_token,
-                    )
+                    result = await self._inner.create(messages, **request)
             call.stop(result)
         except BaseException as exc:  # CancelledError included: the reservation must not leak
             call.fail(exc)
@@ -268,17 +263,11 @@ class BudgetedChatCompletionClient(ChatCompletionClient, Component[BudgetedChatC
         call = await self._call(messages, tools, extra_create_args, agent, parent)
         try:
             await call.reserve()
-            call_tools, call_args, usage_kwargs = call.request(tools, extra_create_args, stream=True)
+            request = call.request(
+                tools, tool_choice, json_output, extra_create_args, cancellation_token, stream=True
+            )
             with call.inference():
-                chunks = self._inner.create_stream(
-                    messages,
-                    tools=call_tools,
-                    tool_choice=tool_choice,
-                    json_output=json_output,
-                    extra_create_args=call_args,
-                    cancellation_token=cancellation_token,
-                    **usage_kwargs,
-                )
+                chunks = self._inner.create_stream(messages, **request)
             try:
                 while True:
                     with call.inference():  # attached per step: never across a yield

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from autogen_core import CancellationToken
 from autogen_core.models import CreateResult, LLMMessage
 
 from cycles_otel import semconv as sc
@@ -40,9 +41,16 @@ class ModelCall(GovernedCall):
         self._spent: Spent | None = None  # priced once, when the output is final
 
     def request(
-        self, tools: Tools, extra_create_args: Mapping[str, Any], *, stream: bool
-    ) -> tuple[Tools, Mapping[str, Any], dict[str, Any]]:
-        """The tools, ``extra_create_args`` and extra keywords of the inner call, after caps."""
+        self,
+        tools: Tools,
+        tool_choice: Any,
+        json_output: Any,
+        extra_create_args: Mapping[str, Any],
+        cancellation_token: CancellationToken | None,
+        *,
+        stream: bool,
+    ) -> dict[str, Any]:
+        """The keyword arguments of the inner ``create()`` / ``create_stream()``, after caps."""
         settings, inner = self._g.settings, self._g.inner
         applied = apply_caps(
             tools,
@@ -56,7 +64,14 @@ class ModelCall(GovernedCall):
         if applied.output_cap is not None:
             extra = with_output_cap(inner, extra, applied.output_cap)
         self.telemetry.start_inference(self._messages, applied.output_cap)
-        return applied.tools, extra, stream_usage_kwargs(inner, extra) if stream else {}
+        return {
+            "tools": applied.tools,
+            "tool_choice": tool_choice,
+            "json_output": json_output,
+            "extra_create_args": extra,
+            "cancellation_token": cancellation_token,
+            **(stream_usage_kwargs(inner, extra) if stream else {}),
+        }
 
     def inference(self) -> SpanInContext:
         """The inference span current for a stretch without ``yield``: the inner client's spans nest in it."""

@@ -217,14 +217,25 @@ def denial_text(error: CyclesProtocolError) -> str:
 
 
 # --- one tool ------------------------------------------------------------------------------------
-class BudgetedToolConfig(ToolSettings):
-    """Declarative form of :class:`BudgetedTool`: the wrapped tool's own config and the settings."""
+class GovernedToolsConfig(ToolSettings):
+    """What a dumped :class:`BudgetedTool` or :class:`BudgetedWorkbench` holds beside what it wraps."""
 
     model_config = ConfigDict(strict=False, frozen=True, extra="forbid")  # loaded from JSON
 
-    tool: ComponentModel
     actual: int | None = None
     base_url: str | None = None
+
+    def rebuilt(self, wrapped: str) -> tuple[AsyncCyclesClient, dict[str, Any]]:
+        """The Cycles client (key from ``CYCLES_API_KEY``) and the keywords that rebuild the dumped one."""
+        options = self.model_dump(exclude={wrapped, "actual", "base_url", "estimate_amount"})
+        client = AsyncCyclesClient(cycles_config_for_load(self.base_url))
+        return client, {"estimate_amount": self.estimate_amount or 0, "actual": self.actual, **options}
+
+
+class BudgetedToolConfig(GovernedToolsConfig):
+    """Declarative form of :class:`BudgetedTool`: the wrapped tool's own config and the settings."""
+
+    tool: ComponentModel
 
 
 class BudgetedTool(BaseTool[BaseModel, Any], Component[BudgetedToolConfig]):
@@ -309,14 +320,8 @@ class BudgetedTool(BaseTool[BaseModel, Any], Component[BudgetedToolConfig]):
 
     @classmethod
     def _from_config(cls, config: BudgetedToolConfig) -> Self:
-        settings = config.model_dump(exclude={"tool", "actual", "base_url", "estimate_amount"})
-        return cls(
-            BaseTool.load_component(config.tool),
-            AsyncCyclesClient(cycles_config_for_load(config.base_url)),
-            estimate_amount=config.estimate_amount or 0,
-            actual=config.actual,
-            **settings,
-        )
+        client, options = config.rebuilt("tool")
+        return cls(BaseTool.load_component(config.tool), client, **options)
 
 
 def budgeted_tools(
@@ -329,14 +334,10 @@ def budgeted_tools(
 
 
 # --- a workbench ---------------------------------------------------------------------------------
-class BudgetedWorkbenchConfig(ToolSettings):
-    """Declarative form of :class:`BudgetedWorkbench`."""
-
-    model_config = ConfigDict(strict=False, frozen=True, extra="forbid")  # loaded from JSON
+class BudgetedWorkbenchConfig(GovernedToolsConfig):
+    """Declarative form of :class:`BudgetedWorkbench`: the wrapped workbench's own config and the settings."""
 
     workbench: ComponentModel
-    actual: int | None = None
-    base_url: str | None = None
 
 
 class BudgetedWorkbench(Workbench, Component[BudgetedWorkbenchConfig]):
@@ -423,11 +424,5 @@ class BudgetedWorkbench(Workbench, Component[BudgetedWorkbenchConfig]):
 
     @classmethod
     def _from_config(cls, config: BudgetedWorkbenchConfig) -> Self:
-        settings = config.model_dump(exclude={"workbench", "actual", "base_url", "estimate_amount"})
-        return cls(
-            Workbench.load_component(config.workbench),
-            AsyncCyclesClient(cycles_config_for_load(config.base_url)),
-            estimate_amount=config.estimate_amount or 0,
-            actual=config.actual,
-            **settings,
-        )
+        client, options = config.rebuilt("workbench")
+        return cls(Workbench.load_component(config.workbench), client, **options)
