@@ -1,8 +1,9 @@
 """cycles-otel: budget observability and safety for Cycles-governed AutoGen agents.
 
-Every LLM call is reserved before it runs, committed at its real priced cost after, and released on
-failure or cancellation; every step is an OpenTelemetry span inside AutoGen's own agent trace, and
-token, cost, reservation and budget metrics go out over OTLP and as a Prometheus endpoint.
+Every LLM call (and governed tool run) is reserved before it runs, committed at its real priced cost
+after, and released on failure or cancellation; every step is an OpenTelemetry span inside AutoGen's
+own agent trace, and token, cost, reservation and budget metrics go out over OTLP and as a
+Prometheus endpoint.
 
 Usage
 -----
@@ -14,6 +15,9 @@ Govern an AutoGen model client (the manual is ``cycles_otel.autogen``'s docstrin
                                          cycles_client=CyclesClient(CyclesConfig.from_env()),
                                          tenant="acme", workflow="research")
     team = RoundRobinGroupChat([...])   # team.run() raises BudgetExceededError when a call is denied
+
+Paid tools the same way: ``BudgetedTool(tool, cycles_client, estimate_amount=..., actual=...)``;
+roll governance out in shadow mode first with ``mode="observe"`` (decide and record, never block).
 
 Trace every Cycles protocol call, whoever makes it (``@cycles``, ``stream_reservation``, retries,
 journal replay, your own code)::
@@ -36,7 +40,9 @@ Poll balances into the ``cycles_budget_*`` gauges: :class:`BalancePoller` in an 
 Configuration
 -------------
 ``CYCLES_BASE_URL``, ``CYCLES_API_KEY``, ``CYCLES_TENANT`` ...   the authority (runcycles)
-``CYCLES_OTEL_PRICES_FILE``                                     JSON price overrides
+``CYCLES_JOURNAL_DIR``                                          base of the per-process commit journals
+``CYCLES_OTEL_PRICES_FILE``, ``CYCLES_OTEL_PRICES_SOURCE``        price overrides, genai-prices
+``CYCLES_OTEL_TYPED_TEAM_ERRORS``                               ``false``: AutoGen's RuntimeError from teams
 ``CYCLES_OTEL_CARDINALITY_LIMIT`` (500), ``..._ALLOW``          label cardinality guard
 ``CYCLES_OTEL_PROMETHEUS_PORT``                                 ``configure_telemetry``'s endpoint
 ``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_PROTOCOL``  OTLP export
