@@ -162,11 +162,18 @@ class SdkFloor:
 
 
 def _measurements(capture: TelemetryCapture, span_index: Mapping[int, int]) -> Iterator[_MeasurementShape]:
-    """Every synchronous measurement in ``capture``; observable gauges are read at export, not per call."""
+    """Every synchronous measurement in ``capture``; observable gauges and the counters the library
+    tallies itself (``cycles_otel.tally``) are read at export, not measured per call."""
+    from cycles_otel.instruments import get_instruments
+    from cycles_otel.tally import Tally
+
+    tallied = {i.name for i in vars(get_instruments(capture.meter_provider)).values() if isinstance(i, Tally)}
     data = capture.metric_reader.get_metrics_data()
     for resource_metrics in data.resource_metrics if data else []:
         for scope_metrics in resource_metrics.scope_metrics:
             for metric in scope_metrics.metrics:
+                if metric.name in tallied:
+                    continue
                 points = metric.data
                 for point in points.data_points:
                     exemplar = point.exemplars[0] if point.exemplars else None
