@@ -121,7 +121,7 @@ class GovernedCall:
 
     @property
     def decision(self) -> str | None:
-        return self.decision_of_reservation() if self._reserved else None
+        return self._answered_decision() if self._reserved else None
 
     @property
     def caps(self) -> Any:
@@ -169,10 +169,10 @@ class GovernedCall:
         await asyncio.wait([reserving])
         if reserving.cancelled() or reserving.exception() is not None:
             return False
-        self.telemetry.reserved(self._reservation.reservation_id, self.decision_of_reservation())
+        self.telemetry.reserved(self._reservation.reservation_id, self._answered_decision())
         return True
 
-    def decision_of_reservation(self) -> str:
+    def _answered_decision(self) -> str:
         return str(getattr(self._reservation.decision, "value", self._reservation.decision))
 
     # --- what the work did -----------------------------------------------------------------------
