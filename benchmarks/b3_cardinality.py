@@ -99,7 +99,7 @@ class TelemetryPath:
             }, {"x-request-id": f"req_{index}"}))  # fmt: skip
         call.reserved(rid, "ALLOW")
         call.start_inference(PROMPT, None)
-        priced = Priced(10, 5, 7_500, 0.000075)
+        priced = Priced(7_500, 0.000075, input_tokens=10, output_tokens=5)
         call.inference_done(self.result, priced, "usage")
         commit_request = {"actual": {"amount": 7_500, "unit": UNIT}}
         with call.current():

@@ -94,7 +94,7 @@ def run(scale: Scale) -> BenchResult:
         counts, servers = _count_all(scale, Path(scratch))
     per_call = {variant: found.per_call for variant, found in counts.items()}
     bare, off, full, v2 = (per_call[v] for v in ("bare", "governed_off", "governed_full", "openai_v2"))
-    journaled = per_call["governed_journaled"]
+    journaled, floor = per_call["governed_journaled"], per_call["sdk_floor"]
     governance, telemetry, ratio = off - bare, full - off, full / bare
     derived = {
         "governance_added": governance,
@@ -102,6 +102,7 @@ def run(scale: Scale) -> BenchResult:
         "governed_over_bare": ratio,
         "openai_v2_added": v2 - bare,
         "journal_added": journaled - full,
+        "sdk_floor_of_telemetry": floor - bare,
     }
     result = BenchResult(NAME, TITLE, COMMAND, scale.name)
     spans = {variant: found.report["spans_per_call"] for variant, found in counts.items()}
@@ -127,6 +128,11 @@ def run(scale: Scale) -> BenchResult:
         f"{millions(journaled)} (the journal adds {added(journaled - full)})",
     )
     result.add(
+        "(e) bare call + the OTel SDK alone making a governed call's spans and measurements",
+        "—",
+        f"{millions(floor)} ({spans['sdk_floor']:g} spans per call)",
+    )
+    result.add(
         "governance added (b − a)",
         f"<= {added(GOVERNANCE_GOAL)}",
         added(governance),
@@ -137,6 +143,11 @@ def run(scale: Scale) -> BenchResult:
         f"<= {added(TELEMETRY_GOAL)}",
         added(telemetry),
         telemetry <= TELEMETRY_GOAL,
+    )
+    result.add(
+        "of the telemetry: the SDK's floor for these signals (e − a) / our own code (c − b − floor)",
+        "—",
+        f"{added(floor - bare)} / {added(telemetry - (floor - bare))}",
     )
     result.add(
         "whole governed call / bare (c / a)", f"<= {RATIO_GOAL}x", f"{ratio:.2f}x", ratio <= RATIO_GOAL

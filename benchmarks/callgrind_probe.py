@@ -21,23 +21,31 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any
+from typing import Any, Protocol
 
 from autogen_core.models import ChatCompletionClient, CreateResult
 
 from benchmarks.common import MODEL, PROMPT, SdkTelemetry, governed, noop_providers
 
-VARIANTS = ("bare", "governed_off", "governed_full", "governed_journaled", "openai_v2")
+VARIANTS = ("bare", "governed_off", "governed_full", "governed_journaled", "sdk_floor", "openai_v2")
 DUMP_LABEL = "measured"
 VERSIONS_OF = ("openai", "autogen-core", "autogen-ext", "opentelemetry-api", "opentelemetry-sdk")
 YARDSTICK_VERSIONS_OF = ("opentelemetry-instrumentation-openai-v2", "opentelemetry-util-genai")
+
+
+class Caller(Protocol):
+    """What a probe calls: a model client's ``create`` and ``close``."""
+
+    async def create(self, messages: Any) -> CreateResult: ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass
 class Probe:
     """A client to call, and the SDK providers behind it (None: nothing is exported)."""
 
-    client: ChatCompletionClient
+    client: Caller
     sdk: SdkTelemetry | None
 
     def flush(self) -> None:
@@ -64,6 +72,8 @@ def build(variant: str, model_url: str) -> Probe:
         return Probe(
             governed(inner, None, sdk.tracer_provider, sdk.meter_provider, instrument_protocol=True), sdk
         )
+    if variant == "sdk_floor":
+        return Probe(_FloorClient(inner, _floor_replay(sdk)), sdk)
     if variant == "openai_v2":
         # Installed in the yardstick venv only.
         from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor  # type: ignore[import-not-found]
@@ -75,7 +85,36 @@ def build(variant: str, model_url: str) -> Probe:
     raise ValueError(f"variant={variant!r}: choose one of {', '.join(VARIANTS)}")
 
 
-async def calls(client: ChatCompletionClient, count: int) -> CreateResult | None:
+class _FloorClient:
+    """The bare client, and after each call the OTel SDK alone making a governed call's telemetry."""
+
+    def __init__(self, inner: ChatCompletionClient, replay: Callable[[], None]) -> None:
+        self._inner, self._replay = inner, replay
+
+    async def create(self, messages: Any) -> CreateResult:
+        result = await self._inner.create(messages)
+        self._replay()
+        return result
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def _floor_replay(sdk: SdkTelemetry) -> Callable[[], None]:
+    """One governed call's spans and measurements, captured once, replayable on ``sdk`` (see B1)."""
+    from runcycles import AsyncCyclesClient, CyclesConfig  # type: ignore[import-untyped]
+
+    from benchmarks.b1_overhead import capture_floor
+
+    async def captured() -> Callable[[], None]:
+        async with AsyncCyclesClient(CyclesConfig.from_env()) as cycles:
+            floor = await capture_floor(cycles)
+        return floor.bind(sdk.tracer_provider, sdk.meter_provider)
+
+    return asyncio.run(captured())
+
+
+async def calls(client: Caller, count: int) -> CreateResult | None:
     """``count`` sequential ``create()`` calls; the last result."""
     result = None
     for _ in range(count):

@@ -116,7 +116,14 @@ def test_b6_counts_instructions_of_calls_that_really_happened(results: tuple[dic
             pytest.fail(message)
         pytest.skip(message)
     counted = figures["per_call_instructions"]
-    assert set(counted) == {"bare", "governed_off", "governed_full", "openai_v2"}
+    assert set(counted) == {
+        "bare",
+        "governed_off",
+        "governed_full",
+        "governed_journaled",
+        "openai_v2",
+        "sdk_floor",
+    }
     # reserving and committing are real work, and so is telemetry: each layer costs instructions
     assert counted["bare"] < counted["governed_off"] < counted["governed_full"]
     assert counted["bare"] < counted["openai_v2"]
@@ -125,16 +132,26 @@ def test_b6_counts_instructions_of_calls_that_really_happened(results: tuple[dic
         "telemetry_added",
         "governed_over_bare",
         "openai_v2_added",
+        "journal_added",
+        "sdk_floor_of_telemetry",
     }
     spans = figures["spans_per_call"]
     assert spans["bare"] == spans["governed_off"] == 0  # no-op providers export nothing
     assert spans["governed_full"] >= 2 and spans["openai_v2"] == 1  # the official instrumentation: 1 span
-    # every call of every variant reached the fake model; both governed variants committed each call
+    assert spans["governed_journaled"] == spans["governed_full"]  # the journal adds no spans
+    assert spans["sdk_floor"] == spans["governed_full"]  # the floor replays exactly one governed call's spans
+    # the SDK alone cannot cost more than the telemetry that includes it
+    assert counted["bare"] < counted["sdk_floor"] < counted["governed_full"]
+    # every call of all six variants reached the fake model; the three governed variants committed each call,
+    # and the SDK floor committed the one governed call whose signals it replays
     per_variant = figures["calls"] + figures["warmup"]
-    assert figures["servers"]["model"] == {"completions": 4 * per_variant}
-    assert figures["servers"]["authority"] == {"committed": 2 * per_variant, "active": 0}
+    assert figures["servers"]["model"] == {"completions": 6 * per_variant}
+    assert figures["servers"]["authority"] == {"committed": 3 * per_variant + 1, "active": 0}
     # the yardstick's venv runs the very client the other rows run
     versions = figures["versions"]
     shared = versions["bare"]
-    assert all(versions[variant] == shared for variant in ("governed_off", "governed_full"))
+    assert all(
+        versions[variant] == shared
+        for variant in ("governed_off", "governed_full", "governed_journaled", "sdk_floor")
+    )
     assert {name: versions["openai_v2"][name] for name in shared} == shared
