@@ -1,0 +1,1 @@
+"""The application entry points: configure_telemetry, the balance poller and exporter, a Prometheus scrape."""

@@ -1,0 +1,1 @@
+"""The AutoGen layer: BudgetedChatCompletionClient, governed tools, teams, shadow mode, late settlement."""

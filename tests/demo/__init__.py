@@ -1,0 +1,1 @@
+"""The ``cycles-otel demo`` program end to end."""

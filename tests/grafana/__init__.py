@@ -1,0 +1,1 @@
+"""Dashboards, recording and alerting rules, and alerts firing in a real Prometheus."""

@@ -1,0 +1,1 @@
+"""The protocol layer: CyclesInstrumentor over both runcycles clients, and the aiohttp transport."""

@@ -1,0 +1,1 @@
+"""Code the tests share (helpers, builders, assertions); tests import it, it never imports a test module."""

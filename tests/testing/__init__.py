@@ -1,0 +1,1 @@
+"""The offline test kit users get: fake OpenAI endpoint, OTLP receiver, pytest plugin."""
