@@ -46,22 +46,33 @@ async def test_create_charges_exactly_the_endpoints_usage(
     assert (chat["gen_ai.usage.input_tokens"], chat["gen_ai.usage.output_tokens"]) == (prompt, completion)
 
 
-async def test_a_stream_asks_for_usage_and_charges_it_exactly(
-    authority: Authority, instrumented_telemetry: TelemetryCapture, fake_openai: FakeOpenAI
+@pytest.mark.parametrize("transport_name", ["aiohttp", "httpx"])
+async def test_a_stream_is_reserved_before_its_first_chunk_and_charged_its_exact_usage_after_it(
+    authority: Authority,
+    instrumented_telemetry: TelemetryCapture,
+    fake_openai: FakeOpenAI,
+    transport_name: str,
 ) -> None:
     fake_openai.script(["Streams are governed too, chunk by chunk."])
-    client = budgeted(authority, instrumented_telemetry, openai(fake_openai))
+    client = budgeted(authority, instrumented_telemetry, openai(fake_openai), transport=transport_name)
+    held_while_streaming: list[int] = []
 
-    chunks = [item async for item in client.create_stream(HELLO)]
+    chunks = []
+    async for item in client.create_stream(HELLO):
+        held_while_streaming.append(authority.ledger().count(status="ACTIVE"))
+        chunks.append(item)
 
-    assert isinstance(chunks[-1], CreateResult)
+    assert isinstance(chunks[-1], CreateResult) and len(chunks) > 2
+    assert set(held_while_streaming) == {1}  # reserved before the first chunk, settled after the last
     assert fake_openai.requests[0].body["stream_options"] == {"include_usage": True}
     ((prompt, completion),) = answered_usage(fake_openai)
     assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (prompt, completion)
-    assert authority.assert_settled().scopes["tenant:acme"].spent == cost(prompt, completion)
-    assert (instrumented_telemetry.span("cycles.reservation").attributes or {})[
-        "cycles.actual.source"
-    ] == "usage"
+    snap = authority.assert_settled()
+    assert [(r.status, r.charged) for r in snap.reservations] == [("COMMITTED", cost(prompt, completion))]
+    (root,) = instrumented_telemetry.trees()
+    assert root.names() == ["cycles.reserve", "chat gpt-4o", "cycles.commit"]
+    assert (root.span.attributes or {})["cycles.actual.source"] == "usage"
+    await client.close()
 
 
 async def test_a_streaming_assistant_agent_is_governed_with_real_usage(

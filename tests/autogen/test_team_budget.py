@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import pytest
 from autogen_agentchat.agents import AssistantAgent
-from autogen_agentchat.base import TaskResult
+from autogen_agentchat.base import TaskResult, Team
 from autogen_agentchat.conditions import MaxMessageTermination
-from autogen_agentchat.teams import RoundRobinGroupChat, SelectorGroupChat
+from autogen_agentchat.teams import MagenticOneGroupChat, RoundRobinGroupChat, SelectorGroupChat, Swarm
 from autogen_core import SingleThreadedAgentRuntime
 from runcycles import BudgetExceededError, CyclesProtocolError
 
 from cycles_otel.autogen import is_budget_stop, stop_on_budget, typed_team_errors
 from cycles_otel.testing.telemetry import TelemetryCapture
 from tests.support.budgeted import USD, Authority, budgeted, cost, replay, reply
+from tests.support.reliability import charged_metric
 
 
 def writer_team(authority: Authority, telemetry: TelemetryCapture, **team: object) -> RoundRobinGroupChat:
@@ -30,31 +31,45 @@ def writer_team(authority: Authority, telemetry: TelemetryCapture, **team: objec
     return RoundRobinGroupChat([researcher, writer], termination_condition=MaxMessageTermination(6), **team)  # type: ignore[arg-type]
 
 
-async def test_a_plain_team_run_raises_the_typed_error_which_is_also_autogens_runtime_error(
-    authority: Authority, instrumented_telemetry: TelemetryCapture
+@pytest.mark.parametrize("how", ["plain", "stop_on_budget", "task_result"])
+async def test_a_team_denied_mid_run_stops_with_the_typed_error_or_says_why_in_its_result(
+    authority: Authority, instrumented_telemetry: TelemetryCapture, how: str
 ) -> None:
+    """``plain``: ``team.run()`` as it is; ``stop_on_budget``: wrapped, raising; ``task_result``: wrapped,
+    returning the run so far with the reason."""
     team = writer_team(authority, instrumented_telemetry)
+    if how != "plain":
+        team = stop_on_budget(team, raise_error=how == "stop_on_budget")
 
-    with pytest.raises(BudgetExceededError) as caught:
-        await team.run(task="Analyze AI safety trends.")
-
-    error = caught.value
-    assert isinstance(error, RuntimeError)  # code written against AutoGen's error keeps catching it
-    assert type(error).__name__ == "BudgetExceededError"
-    assert error.error_code == "BUDGET_EXCEEDED"
-    assert error.request_id
-    assert isinstance(error.__cause__, RuntimeError)
-    assert str(error.__cause__).startswith("BudgetExceededError: ")
+    if how == "task_result":
+        result = await team.run(task="Analyze AI safety trends.")
+        assert isinstance(result, TaskResult)
+        assert is_budget_stop(result)
+        assert result.stop_reason is not None and "BUDGET_EXCEEDED" in result.stop_reason
+        assert [m.source for m in result.messages] == ["user", "researcher"]
+    else:
+        with pytest.raises(BudgetExceededError) as caught:
+            await team.run(task="Analyze AI safety trends.")
+        error = caught.value
+        assert isinstance(error, RuntimeError)  # code written against AutoGen's error keeps catching it
+        assert type(error).__name__ == "BudgetExceededError"
+        assert error.error_code == "BUDGET_EXCEEDED"
+        assert error.request_id
+        assert isinstance(error.__cause__, RuntimeError)
+        assert str(error.__cause__).startswith("BudgetExceededError: ")
     snap = authority.assert_settled()
     committed = [r for r in snap.reservations if r.status == "COMMITTED"]
-    assert [r.subject["agent"] for r in committed] == ["researcher"]
-    assert snap.scopes["tenant:acme"].spent == cost(50, 10)
+    assert [r.subject["agent"] for r in committed] == ["researcher"] and snap.count() == 1
+    assert len(instrumented_telemetry.spans("chat gpt-4o")) == 1  # every model call was reserved, only those
+    assert snap.scopes["tenant:acme"].spent == cost(50, 10) == charged_metric(instrumented_telemetry)
     denied = [
         s
         for s in instrumented_telemetry.spans("cycles.reservation")
         if (s.attributes or {}).get("cycles.decision") == "DENY"
     ]
     assert [(s.attributes or {})["cycles.subject.agent"] for s in denied] == ["writer"]
+    assert (denied[0].attributes or {})["cycles.reason"] == "BUDGET_EXCEEDED"
+    assert "cycles.denied" in [e.name for e in denied[0].events]
 
 
 async def test_opting_out_leaves_autogens_runtime_error_and_stop_on_budget_still_types_it(
@@ -112,19 +127,6 @@ async def test_an_authority_outage_raises_typed_and_is_no_budget_stop(
     assert reservation["error.type"] == "CyclesProtocolError"
 
 
-async def test_a_stopped_team_can_return_its_result_with_the_reason(
-    authority: Authority, instrumented_telemetry: TelemetryCapture
-) -> None:
-    team = stop_on_budget(writer_team(authority, instrumented_telemetry), raise_error=False)
-
-    result = await team.run(task="Analyze AI safety trends.")
-
-    assert isinstance(result, TaskResult)
-    assert is_budget_stop(result)
-    assert result.stop_reason is not None and "BUDGET_EXCEEDED" in result.stop_reason
-    assert [m.source for m in result.messages] == ["user", "researcher"]
-
-
 async def test_a_team_on_an_app_runtime_is_stopped_too(
     authority: Authority, instrumented_telemetry: TelemetryCapture
 ) -> None:
@@ -171,65 +173,59 @@ async def test_the_selectors_calls_are_budgeted_under_their_own_agent(
     assert snap.scopes["tenant:acme/agent:selector"].spent == cost(40, 1) + cost(45, 1)
 
 
-async def test_a_denied_selector_stops_the_team_with_the_typed_error(
-    authority: Authority, instrumented_telemetry: TelemetryCapture
-) -> None:
+def denied_selector(authority: Authority, telemetry: TelemetryCapture) -> Team:
     authority.server.set_budget("tenant:acme/agent:selector", 10)
-    shared = budgeted(
-        authority, instrumented_telemetry, replay(reply("writer", 40, 1)), estimate_amount=100_000
-    )
-    team = SelectorGroupChat(
-        [
-            AssistantAgent("researcher", model_client=shared),
-            AssistantAgent("writer", model_client=shared),
-        ],
+    shared = budgeted(authority, telemetry, replay(reply("writer", 40, 1)), estimate_amount=100_000)
+    return SelectorGroupChat(
+        [AssistantAgent("researcher", model_client=shared), AssistantAgent("writer", model_client=shared)],
         model_client=shared.with_agent("selector"),
         termination_condition=MaxMessageTermination(3),
     )
 
-    with pytest.raises(BudgetExceededError):
-        await team.run(task="Write a note.")
 
-    assert authority.assert_settled().reservations == []
-
-
-async def test_a_swarm_stops_with_the_typed_error(
-    authority: Authority, instrumented_telemetry: TelemetryCapture
-) -> None:
-    from autogen_agentchat.teams import Swarm
-
+def denied_swarm(authority: Authority, telemetry: TelemetryCapture) -> Team:
     authority.server.set_budget("tenant:acme/agent:approver", 10)
     inner = replay(reply("Looks fine.", 20, 3))
-    reviewer = AssistantAgent(
-        "reviewer", model_client=budgeted(authority, instrumented_telemetry, inner, estimate_amount=100_000)
+    approver, reviewer = (
+        AssistantAgent(name, model_client=budgeted(authority, telemetry, inner, estimate_amount=100_000))
+        for name in ("approver", "reviewer")
     )
-    approver = AssistantAgent(
-        "approver", model_client=budgeted(authority, instrumented_telemetry, inner, estimate_amount=100_000)
-    )
-    team = Swarm([approver, reviewer], termination_condition=MaxMessageTermination(3))
-
-    with pytest.raises(BudgetExceededError):
-        await team.run(task="Review this budget proposal.")
-
-    assert authority.assert_settled().reservations == []
+    return Swarm([approver, reviewer], termination_condition=MaxMessageTermination(3))
 
 
-async def test_a_magentic_one_team_raises_the_typed_error_of_its_orchestrator(
-    authority: Authority, instrumented_telemetry: TelemetryCapture
-) -> None:
-    from autogen_agentchat.teams import MagenticOneGroupChat
-
+def denied_orchestrator(authority: Authority, telemetry: TelemetryCapture) -> Team:
     authority.server.set_budget("tenant:acme/agent:orchestrator", 10)
-    shared = budgeted(
-        authority, instrumented_telemetry, replay(reply("facts", 20, 3)), estimate_amount=100_000
-    )
-    team = MagenticOneGroupChat(
+    shared = budgeted(authority, telemetry, replay(reply("facts", 20, 3)), estimate_amount=100_000)
+    return MagenticOneGroupChat(
         [AssistantAgent("researcher", model_client=shared)],
         model_client=shared.with_agent("orchestrator"),
         max_turns=2,
     )
 
-    with pytest.raises(BudgetExceededError):  # the orchestrator's own error reaches run() unwrapped
+
+# Each team's first model call is denied: the agent it is made for.
+DENIED_FIRST = {
+    "selector": (denied_selector, "selector"),
+    "swarm": (denied_swarm, "approver"),
+    "magentic-one": (denied_orchestrator, "orchestrator"),  # its own error reaches run() unwrapped
+}
+
+
+@pytest.mark.parametrize("kind", list(DENIED_FIRST))
+async def test_every_kind_of_team_stops_with_the_typed_error(
+    authority: Authority, instrumented_telemetry: TelemetryCapture, kind: str
+) -> None:
+    build, denied_agent = DENIED_FIRST[kind]
+    team = build(authority, instrumented_telemetry)
+
+    with pytest.raises(BudgetExceededError) as caught:
         await team.run(task="Review this budget proposal.")
 
+    assert caught.value.error_code == "BUDGET_EXCEEDED"
     assert authority.assert_settled().reservations == []
+    denied = [
+        (s.attributes or {}).get("cycles.subject.agent")
+        for s in instrumented_telemetry.spans("cycles.reservation")
+        if (s.attributes or {}).get("cycles.decision") == "DENY"
+    ]
+    assert denied == [denied_agent]
