@@ -11,7 +11,7 @@ from autogen_core.tools import FunctionTool
 from opentelemetry.trace import StatusCode
 from runcycles import BudgetExceededError, Caps, CyclesProtocolError, DebtOutstandingError
 
-from cycles_otel.autogen import EstimateError, apply_caps
+from cycles_otel.autogen import BudgetedChatCompletionClient, EstimateError, apply_caps
 from cycles_otel.protocol.transport import AiohttpCyclesClient
 from cycles_otel.testing.telemetry import TelemetryCapture
 from tests.support.budgeted import (
@@ -160,27 +160,22 @@ async def test_without_an_estimate_or_a_cap_the_guides_default_is_reserved_and_s
 async def test_under_reject_a_call_with_no_known_cap_fails_before_anything_is_reserved(
     authority: Authority, instrumented_telemetry: TelemetryCapture
 ) -> None:
-    client = budgeted(
-        authority,
-        instrumented_telemetry,
-        replay(reply("a", 1, 1)),
-        max_output_tokens=None,
-        overage_policy="REJECT",
-    )
+    def uncapped_under_reject() -> BudgetedChatCompletionClient:
+        return budgeted(
+            authority,
+            instrumented_telemetry,
+            replay(reply("a", 1, 1)),
+            max_output_tokens=None,
+            overage_policy="REJECT",
+        )
 
     with pytest.raises(EstimateError, match="max_output_tokens") as caught:
-        await client.create(HELLO)
+        await uncapped_under_reject().create(HELLO)
 
     assert "REJECT" in str(caught.value)
     assert authority.ledger().reservations == []
     assert instrumented_telemetry.spans("cycles.reserve") == []
-    capped = budgeted(
-        authority,
-        instrumented_telemetry,
-        replay(reply("a", 1, 1)),
-        max_output_tokens=None,
-        overage_policy="REJECT",
-    )
+    capped = uncapped_under_reject()
     await capped.create(HELLO, extra_create_args={"max_tokens": 50})  # a cap on the request is enough
     (reservation,) = authority.assert_settled().reservations
     assert reservation.reserved == cost(capped.count_tokens(HELLO), 50)

@@ -1,6 +1,7 @@
 """The guide's own programs, one class renamed, on the real OpenAI client, a local endpoint and authority.
 
-Each program in ``tests/guide/programs`` is the guide's code as it prints it; its
+Each program is the guide's code as it prints it, joined from its sections in ``tests/guide/programs``
+(``PROGRAMS`` in ``tests/support/guide.py`` names them); its
 ``CyclesBudgetClient`` is ``BudgetedChatCompletionClient`` and the agent names are Python
 identifiers (AutoGen 0.7.5 refuses ``"support-bot"``), nothing else. Where a test needs more (an
 ``AsyncCyclesClient`` for ``@cycles`` on an ``async def``, a streaming member, a reflecting tool

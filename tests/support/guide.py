@@ -30,7 +30,17 @@ from tests.support.otel_globals import reset_global_providers
 from tests.support.paths import TESTS
 from tests.support.protocol import uninstrument_runcycles
 
-PROGRAMS = TESTS / "guide" / "programs"
+SECTIONS = TESTS / "guide" / "programs"
+# Each program: the guide's sections it is made of, in order (one file each in ``SECTIONS``).
+PROGRAMS: dict[str, tuple[str, ...]] = {
+    "quick_start": ("quick_start",),
+    "single_agent": ("single_agent_client", "support_bot_model", "single_agent"),
+    "direct_calls": ("single_agent_client", "support_bot_model", "direct_calls"),
+    "with_tools": ("single_agent_client", "support_bot_model", "with_tools"),
+    "team_per_agent": ("single_agent_client", "per_agent_team", "per_agent_team_run"),
+    "team_with_decorator": ("single_agent_client", "per_agent_team", "pipeline_decorator"),
+    "swarm": ("single_agent_client", "swarm"),
+}
 OPENAI_KEY = "sk-guide-local-endpoint"
 GUIDE_ESTIMATE = 2_000_000  # what the guide's CyclesBudgetClient reserves when given no estimate_amount
 UNIT = "USD_MICROCENTS"
@@ -43,11 +53,11 @@ Edit = tuple[str, str]
 
 
 def program_source(name: str, edits: Sequence[Edit] = ()) -> str:
-    """The program's text, with each ``(old, new)`` edit applied where ``old`` occurs exactly once."""
-    source = (PROGRAMS / f"{name}.py").read_text()
+    """The program's text, its sections joined, each ``(old, new)`` edit applied where ``old`` occurs once."""
+    source = "\n\n".join((SECTIONS / f"{section}.py").read_text() for section in PROGRAMS[name])
     for old, new in edits:
         found = source.count(old)
-        assert found == 1, f"edit {old!r} -> {new!r}: {name}.py has it {found} times, not once"
+        assert found == 1, f"edit {old!r} -> {new!r}: {name} has it {found} times, not once"
         source = source.replace(old, new)
     return source
 
@@ -56,7 +66,7 @@ def run_program(name: str, *edits: Edit) -> dict[str, Any]:
     """Run a guide program as a script; its globals afterwards (``result``, ``team`` ...)."""
     code = compile(
         program_source(name, edits),
-        str(PROGRAMS / f"{name}.py"),
+        f"<guide program {name}: {' + '.join(PROGRAMS[name])}>",
         "exec",
         flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
     )

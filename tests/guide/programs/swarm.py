@@ -1,15 +1,6 @@
-"""The guide's "Swarm teams with budget governance" section, with its one class renamed."""
-# ruff: noqa: E402, F401, F704, I001  (the guide's code as it prints it)
+"""The guide's "Swarm teams with budget governance" section, on the shared model client of its teams."""
+# ruff: noqa: E402, F704, F821, I001  (the guide's code as it prints it: one section)
 
-# From the guide's "Single agent" section: its imports and its Cycles client.
-from autogen_agentchat.agents import AssistantAgent
-from autogen_ext.models.openai import OpenAIChatCompletionClient
-from runcycles import CyclesClient, CyclesConfig, BudgetExceededError
-
-# The guide's CyclesBudgetClient class (its "Budget-gated model client" section) is replaced by:
-from cycles_otel.autogen import BudgetedChatCompletionClient
-
-cycles_client = CyclesClient(CyclesConfig.from_env())
 # From the "Per-agent budget scoping in teams" section: the shared model client.
 inner = OpenAIChatCompletionClient(model="gpt-4o")
 

@@ -1,24 +1,6 @@
-"""The guide's "With tools" section, on the client of its "Single agent" section, one class renamed."""
-# ruff: noqa: E402, F401, F704, F811, I001  (the guide's code as it prints it)
+"""The guide's "With tools" section."""
+# ruff: noqa: F704, F821, I001  (the guide's code as it prints it: one section)
 
-# From the guide's "Single agent" section: its imports and its client.
-from autogen_agentchat.agents import AssistantAgent
-from autogen_ext.models.openai import OpenAIChatCompletionClient
-from runcycles import CyclesClient, CyclesConfig, BudgetExceededError
-
-# The guide's CyclesBudgetClient class (its "Budget-gated model client" section) is replaced by:
-from cycles_otel.autogen import BudgetedChatCompletionClient
-
-cycles_client = CyclesClient(CyclesConfig.from_env())
-inner = OpenAIChatCompletionClient(model="gpt-4o")
-model = BudgetedChatCompletionClient(
-    inner=inner,
-    cycles_client=cycles_client,
-    tenant="acme",
-    agent="support-bot",
-)
-
-# The "With tools" section.
 from autogen_core.tools import FunctionTool
 from autogen_agentchat.agents import AssistantAgent
 
