@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,29 +15,16 @@ from cycles_otel.autogen import BudgetedChatCompletionClient
 from cycles_otel.autogen import client as client_module
 from cycles_otel.testing.telemetry import TelemetryCapture
 from tests.support.budgeted import Authority, assert_governed, budgeted, cost, replay, reply
-from tests.support.reliability import quiesce
+from tests.support.gates import hold
+from tests.support.reliability import charged_metric, quiesce
+from tests.support.waiting import PATIENCE_S, eventually_async
 
 HELLO = [UserMessage(content="What is budget authority?", source="user")]
-COMMIT_DELAY_S = 1.0  # far longer than a reserve + replayed answer on loopback
-PATIENCE_S = 10.0
-
-
-def charged_metric(telemetry: TelemetryCapture) -> float:
-    return telemetry.value("cycles.client.charged", cycles__unit="USD_MICROCENTS")
+COMMIT_DELAY_S = 0.25  # far longer than a reserve + replayed answer on loopback
 
 
 def statuses(authority: Authority) -> list[str]:
     return [r.status for r in authority.ledger().reservations]
-
-
-async def eventually(probe: Callable[[], object], seconds: float) -> bool:
-    """Whether ``probe()`` turned truthy within ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not probe():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
 
 
 async def test_create_answers_before_the_commit_lands_and_close_waits_for_it(
@@ -52,16 +37,18 @@ async def test_create_answers_before_the_commit_lands_and_close_waits_for_it(
         agent="bot",
         settle_in_background=True,
     )
-    authority.server.faults.delay("commit", COMMIT_DELAY_S)
+    commit = hold(authority.server, "commit")
 
     result = await client.create(HELLO)
 
     assert result.content == "Budgets."
     assert statuses(authority) == ["ACTIVE"]  # the commit is still on its way
-    assert (
-        instrumented_telemetry.spans(sc.SPAN_RESERVATION) == []
-    )  # the reservation span ends only when settled
-    await client.close()
+    assert instrumented_telemetry.spans(sc.SPAN_RESERVATION) == []  # the span ends only when settled
+    closing = asyncio.ensure_future(client.close())
+    await commit.arrived_async()
+    assert not closing.done(), "close() returned while the commit was still held at the authority"
+    commit.release()
+    await closing
     snap = authority.assert_settled()
     (reservation,) = snap.reservations
     assert reservation.status == "COMMITTED"
@@ -86,11 +73,15 @@ async def test_settled_waits_for_every_call_of_a_burst_and_of_with_agent_twins(
     inner = replay(*(reply(f"answer {i}", 10 + i, 5) for i in range(calls)))
     client = budgeted(authority, instrumented_telemetry, inner, settle_in_background=True)
     twin = client.with_agent("selector")
-    authority.server.faults.delay("commit", COMMIT_DELAY_S / 4)
+    commits = hold(authority.server, "commit")
 
     await asyncio.gather(*(c.create(HELLO) for c in [client, twin] * (calls // 2)))
     assert "COMMITTED" not in statuses(authority)
-    await client.settled()  # the twin's commits too: they share one set of settlements
+    settling = asyncio.ensure_future(client.settled())  # the twin's commits too: they share one set
+    await commits.arrived_async(calls)
+    assert not settling.done(), "settled() returned while commits were still held at the authority"
+    commits.release()
+    await settling
 
     snap = authority.assert_settled()
     assert statuses(authority) == ["COMMITTED"] * calls
@@ -138,7 +129,7 @@ async def test_a_background_commit_lets_calls_still_awaiting_answers_go_first(
     client = budgeted(authority, instrumented_telemetry, inner, settle_in_background=True)
 
     slow = asyncio.ensure_future(client.create(HELLO))
-    await eventually(lambda: len(authority.ledger().reservations) == 1, PATIENCE_S)  # slow one inside
+    await eventually_async(lambda: len(authority.ledger().reservations) == 1, "the slow call's reservation")
     fast = await client.create(HELLO)
     await asyncio.sleep(0.05)  # time a commit would have had to start
     gate.set()
@@ -159,7 +150,7 @@ async def test_a_background_commit_waits_for_other_answers_only_so_long(
     gate = gate_first_call(inner)
     client = budgeted(authority, instrumented_telemetry, inner, settle_in_background=True, ttl_ms=1_000)
     stuck = asyncio.ensure_future(client.create(HELLO))
-    await eventually(lambda: len(authority.ledger().reservations) == 1, PATIENCE_S)
+    await eventually_async(lambda: len(authority.ledger().reservations) == 1, "the stuck call's reservation")
 
     await client.create(HELLO)
     await client.settled()  # returns although the first call is still waiting for its model
@@ -178,7 +169,7 @@ async def test_cancelling_the_caller_after_the_answer_still_commits(
     inner = replay(reply("spent", 70, 20))
     answered = answered_event(inner)
     client = budgeted(authority, instrumented_telemetry, inner, settle_in_background=in_background)
-    authority.server.faults.delay("commit", COMMIT_DELAY_S / 2)
+    commit = hold(authority.server, "commit")
 
     async def caller() -> None:
         await client.create(HELLO)
@@ -186,7 +177,9 @@ async def test_cancelling_the_caller_after_the_answer_still_commits(
 
     task = asyncio.ensure_future(caller())
     await answered.wait()
+    await commit.arrived_async()  # the commit is on the wire when the caller goes
     task.cancel()
+    commit.release()
     with pytest.raises(asyncio.CancelledError):
         await task
     await client.close()
@@ -203,7 +196,7 @@ async def test_by_default_create_returns_only_once_committed(
     authority: Authority, instrumented_telemetry: TelemetryCapture
 ) -> None:
     client = budgeted(authority, instrumented_telemetry, replay(reply("Budgets.", 120, 30)))
-    authority.server.faults.delay("commit", COMMIT_DELAY_S / 4)
+    authority.server.faults.delay("commit", COMMIT_DELAY_S)
 
     await client.create(HELLO)
 
@@ -224,14 +217,14 @@ async def test_a_background_commit_is_journaled_until_it_lands(
     client = budgeted(
         authority, instrumented_telemetry, inner, cycles_client=cycles, settle_in_background=True
     )
-    authority.server.faults.delay("commit", COMMIT_DELAY_S)
+    commit = hold(authority.server, "commit")
 
     await client.create(HELLO)
-    # The commit is held at the authority meanwhile: it was journaled before it was sent.
-    assert await eventually(lambda: journaled(journal), COMMIT_DELAY_S / 2), (
-        "the in-flight commit is not on disk"
-    )
+    await commit.arrived_async()
+    # The commit is held at the authority: it was journaled before it was sent.
+    assert journaled(journal), "the in-flight commit is not on disk"
     assert statuses(authority) == ["ACTIVE"]
+    commit.release()
     await client.settled()
     assert not journaled(journal), "the journal kept a commit that landed"
     assert statuses(authority) == ["COMMITTED"]

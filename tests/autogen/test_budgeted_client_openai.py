@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 from autogen_agentchat.agents import AssistantAgent
@@ -17,6 +18,7 @@ from cycles_otel.autogen import estimate as estimate_module
 from cycles_otel.testing.fake_openai import FakeOpenAI
 from cycles_otel.testing.telemetry import TelemetryCapture
 from tests.support.budgeted import Authority, budgeted, cost
+from tests.support.waiting import PATIENCE_S
 
 HELLO = [UserMessage(content="What is budget authority?", source="user")]
 SECRET = "sk-test-never-dump-me"
@@ -99,12 +101,11 @@ async def test_offline_the_tokenizer_is_replaced_by_a_character_count(
 ) -> None:
     inner = openai(fake_openai)
     hung: list[bool] = []
+    unreachable = threading.Event()  # set once the test is done: the download never comes back before
 
     def downloading(*args: object, **kwargs: object) -> int:
         hung.append(True)
-        import time
-
-        time.sleep(5)  # tiktoken fetching its BPE file from an unreachable host
+        unreachable.wait(PATIENCE_S)  # tiktoken fetching its BPE file from an unreachable host
         return 0
 
     monkeypatch.setattr(inner, "count_tokens", downloading)
@@ -122,6 +123,7 @@ async def test_offline_the_tokenizer_is_replaced_by_a_character_count(
     ]
     assert sources == ["characters", "characters"]
     authority.assert_settled()
+    unreachable.set()
 
 
 def _dumped_text(component: ComponentModel) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from datetime import date, datetime, time, timezone
@@ -22,7 +21,7 @@ from cycles_otel.pricing import (
     UnknownModelError,
 )
 from cycles_otel.pricing.defaults import DEFAULT_PRICES
-from tests.support.ci import IN_CI
+from tests.support.ci import require_module
 
 # One fixed day, so a price genai-prices schedules for a later date changes no figure here.
 DAY = date(2026, 12, 1)
@@ -31,12 +30,8 @@ NOON = datetime.combine(DAY, time(12), tzinfo=timezone.utc)
 
 @pytest.fixture(scope="module")
 def needs_genai_prices() -> None:
-    """Skip without genai-prices, except under ``CI=true`` where it is a failure."""
-    if importlib.util.find_spec("genai_prices") is None:
-        message = "genai-prices is not installed: pip install 'cycles-otel[prices]'"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+    """genai-prices, which the ``prices`` extra brings (its tests skip without it, fail under CI)."""
+    require_module("genai_prices", "pip install 'cycles-otel[prices]'")
 
 
 @pytest.fixture(scope="module")

@@ -101,7 +101,7 @@ class Observed:
 
     result: TaskResult
     ledger: LedgerSnapshot  # when the team stopped
-    fired_after: float | None  # seconds from the team's stop until Prometheus reported ALERT firing
+    fired: bool  # Prometheus reported ALERT firing after the team's stop
     alerts: list[dict[str, Any]]  # once every rule group evaluated the final state
     second_team: TaskResult  # the researcher with its tool, the writer in shadow mode
     governance_alerts: list[dict[str, Any]]  # shadow-mode denials and ungoverned calls, once firing
@@ -276,9 +276,8 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
             prometheus.wait_ready()
             result = asyncio.run(run_team(server, key, api, handle))
             ledger = server.ledger()
-            stopped, stopped_at = time.monotonic(), time.time()
-            fired = wait_until(lambda: firing(prometheus, ALERT), bool)
-            fired_after = time.monotonic() - stopped if fired else None
+            stopped_at = time.time()
+            fired = bool(wait_until(lambda: firing(prometheus, ALERT), bool))
             # Two scrape intervals after the stop, every group has evaluated the final state.
             poll(lambda: evaluated_since(prometheus, stopped_at + 2), "every rule group to evaluate")
             alerts = prometheus.alerts()
@@ -299,7 +298,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
             yield Observed(
                 result=result,
                 ledger=ledger,
-                fired_after=fired_after,
+                fired=fired,
                 alerts=alerts,
                 second_team=second_team,
                 governance_alerts=governance,
@@ -338,7 +337,7 @@ def test_the_team_stops_on_its_budget_and_the_exhausted_alert_fires_for_that_sco
     assert remaining[EXHAUSTED] == 0
     assert all(value > 0 for scope, value in remaining.items() if scope != EXHAUSTED), remaining
 
-    assert observed.fired_after is not None, f"{ALERT} did not fire within 20 s of the team's stop"
+    assert observed.fired, f"{ALERT} never fired after the team's stop"
     exhausted = [a for a in observed.alerts if a["labels"]["alertname"] == ALERT]
     assert [a["state"] for a in exhausted] == ["firing"]
     (alert,) = exhausted

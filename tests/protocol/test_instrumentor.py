@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import subprocess
@@ -39,7 +38,7 @@ from cycles_otel import CyclesInstrumentor
 from cycles_otel import semconv as sc
 from cycles_otel.protocol.transport import AiohttpCyclesClient
 from cycles_otel.testing.telemetry import TelemetryCapture
-from tests.support.ci import IN_CI
+from tests.support.ci import require_module
 from tests.support.protocol import (
     CLIENT_CLASSES,
     CLIENT_KINDS,
@@ -248,12 +247,8 @@ def console_spans(stdout: str) -> list[dict[str, Any]]:
 
 
 def test_opentelemetry_instrument_traces_a_later_process_that_replays_the_journal(tmp_path: Path) -> None:
-    if importlib.util.find_spec("opentelemetry.distro") is None:
-        # Without a distro, opentelemetry-instrument configures no SDK and exports nothing.
-        message = "opentelemetry-distro is not installed (pip install opentelemetry-distro==0.66b2)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+    # Without a distro, opentelemetry-instrument configures no SDK and exports nothing.
+    require_module("opentelemetry.distro", "pip install opentelemetry-distro==0.66b2")
     app = tmp_path / "app.py"
     app.write_text(APP, encoding="utf-8")
     assert "cycles_otel" not in APP

@@ -21,7 +21,7 @@ def missing(message: str) -> NoReturn:
     """Stop the test for want of ``message``'s input: a skip, or under ``CI=true`` a failure."""
     if IN_CI:
         pytest.fail(f"{message} (CI=true: a missing input is a failure, not a skip)", pytrace=False)
-    pytest.skip(message)
+    pytest.skip(message, allow_module_level=True)  # also from a module that cannot import without it
 
 
 def require_binary(name: str) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 from runcycles import CyclesClient, cycles
@@ -81,12 +79,16 @@ def test_timeout_holds_past_the_client_deadline_and_applies_nothing(
     impatient.close()
 
 
-def test_delay_slows_every_call_until_cleared(cycles_server: LocalCyclesServer, acme_api: Api) -> None:
+def test_delay_holds_every_call_of_its_operation_until_cleared(
+    cycles_server: LocalCyclesServer, acme_api: Api
+) -> None:
     cycles_server.faults.delay("balances", 0.3)
-    started = time.monotonic()
-    assert acme_api.get("/v1/balances", tenant="acme").status_code == 200
-    assert time.monotonic() - started >= 0.3
+    # What the handler waits before answering, for each call in turn (take() is what it asks).
+    assert [cycles_server.faults.take("balances") for _ in range(2)] == [(0.3, None)] * 2
+    assert cycles_server.faults.take("reserve") == (0.0, None)  # other operations are not slowed
+    assert acme_api.get("/v1/balances", tenant="acme").status_code == 200  # a delayed call still runs
     cycles_server.faults.clear()
+    assert cycles_server.faults.take("balances") == (0.0, None)
     cycles_server.faults.fail("balances", 500)
     cycles_server.faults.clear()
     assert acme_api.get("/v1/balances", tenant="acme").status_code == 200

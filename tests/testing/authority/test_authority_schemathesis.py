@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 
 from cycles_otel.testing.authority import LocalCyclesServer
-from tests.support.conformance import response_problems, spec_path
+from tests.support.ci import require_module
+from tests.support.conformance import load_spec, response_problems
 
-schemathesis = pytest.importorskip("schemathesis")
+schemathesis = require_module("schemathesis", "pip install -e '.[dev]'")
 from hypothesis import HealthCheck, settings  # noqa: E402  (only with schemathesis)
 from schemathesis.specs.openapi.checks import (  # noqa: E402
     negative_data_rejection,
     positive_data_acceptance,
 )
 
-SCHEMA = (
-    schemathesis.openapi.from_dict(yaml.safe_load(spec_path().read_text())) if spec_path().exists() else None
-)
+SCHEMA = schemathesis.openapi.from_dict(copy.deepcopy(load_spec()))
 _WINDOW_BOUNDS = ("from", "to", "expires_from", "expires_to", "finalized_from", "finalized_to")
 
 
@@ -47,22 +46,20 @@ def _excluded_checks(query: dict[str, Any] | None) -> list[Any]:
     return excluded
 
 
-if SCHEMA is not None:
-
-    @SCHEMA.parametrize()
-    @settings(
-        max_examples=20,
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-        database=None,
-        derandomize=True,
+@SCHEMA.parametrize()
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    database=None,
+    derandomize=True,
+)
+def test_schemathesis_finds_no_server_error_and_no_invalid_answer(
+    case: Any, fuzzed: tuple[LocalCyclesServer, str]
+) -> None:
+    server, key = fuzzed
+    case.call_and_validate(
+        base_url=server.base_url,
+        headers={"X-Cycles-API-Key": key},
+        excluded_checks=_excluded_checks(case.query),
     )
-    def test_schemathesis_finds_no_server_error_and_no_invalid_answer(
-        case: Any, fuzzed: tuple[LocalCyclesServer, str]
-    ) -> None:
-        server, key = fuzzed
-        case.call_and_validate(
-            base_url=server.base_url,
-            headers={"X-Cycles-API-Key": key},
-            excluded_checks=_excluded_checks(case.query),
-        )
