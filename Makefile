@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint bench setup prometheus valgrind clean
+.PHONY: demo test test-fast lint bench setup prometheus valgrind clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ demo: $(STAMP)
 test: $(STAMP) prometheus valgrind
 	$(PY) -m pytest -q
 
+# The quick loop: every test not marked slow (real Prometheus runs, child processes, long workloads).
+test-fast: $(STAMP) prometheus
+	$(PY) -m pytest -q -m "not slow"
+
+# mypy reads its files (cycles_otel, tests, benchmarks, grafana) from pyproject.toml.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check cycles_otel tests benchmarks grafana
 	$(VENV)/bin/mypy --strict

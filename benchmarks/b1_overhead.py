@@ -141,7 +141,9 @@ class SdkFloor:
             contexts: list[Context | None] = [None] * len(spans)
             for starts, i in order:
                 if not starts:
-                    live[i].end()  # type: ignore[union-attr]
+                    started = live[i]
+                    assert started is not None  # ``order`` ends a span only after it started
+                    started.end()
                     continue
                 shape = spans[i]
                 parent = contexts[shape.parent] if shape.parent is not None else None

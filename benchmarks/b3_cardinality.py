@@ -73,7 +73,7 @@ class TelemetryPath:
         )
 
     def call(self, index: int) -> None:
-        from runcycles import Action, Amount, Subject
+        from runcycles import Action, Amount, Subject  # type: ignore[import-untyped]
 
         from cycles_otel.autogen.estimate import Estimate
         from cycles_otel.autogen.plan import CallPlan, Priced

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from runcycles import AsyncCyclesClient, CyclesClient, CyclesConfig  # type: ignore[import-untyped]
 
@@ -13,6 +13,7 @@ from benchmarks.common import (
     Batch,
     BenchResult,
     CpuClock,
+    RoundRunner,
     Scale,
     SdkTelemetry,
     commit_request,
@@ -32,14 +33,14 @@ TITLE = "protocol instrumentor"
 COMMAND = "python -m benchmarks b5"
 
 
-def _sync_call(cycles: CyclesClient) -> Callable[[], asyncio.Future[None]]:
+def _sync_call(cycles: CyclesClient) -> Callable[[], Awaitable[None]]:
     """The sync client's reserve + commit, called from the benchmark loop (it blocks, as in an app)."""
 
     async def call() -> None:
         reserved = cycles.create_reservation(reservation_request())
         cycles.commit_reservation(reserved.get_body_attribute("reservation_id"), commit_request())
 
-    return call  # type: ignore[return-value]
+    return call
 
 
 def _paired_delta(raw: Sequence[Batch], traced: Sequence[Batch], field: str) -> tuple[float, float]:
@@ -61,7 +62,7 @@ async def _measure(scale: Scale) -> BenchResult:
         async_cycles, sync_cycles = AsyncCyclesClient(config), CyclesClient(config)
         calls = {"async": lambda: raw_protocol_call(async_cycles), "sync": _sync_call(sync_cycles)}
 
-        def variant(kind: str, traced: bool) -> Callable[[], asyncio.Future[Batch]]:
+        def variant(kind: str, traced: bool) -> RoundRunner:
             async def one_round() -> Batch:
                 if not traced:
                     return await timed_calls(calls[kind], per_round, clock)
@@ -70,7 +71,7 @@ async def _measure(scale: Scale) -> BenchResult:
                         calls[kind], per_round, clock, settle=sdk.tracer_provider.force_flush
                     )
 
-            return one_round  # type: ignore[return-value]
+            return one_round
 
         variants = {
             f"{kind}_{'instrumented' if traced else 'raw'}": variant(kind, traced)

@@ -88,7 +88,7 @@ def authority_process() -> Iterator[tuple[subprocess.Popen[str], str, str]]:
 def test_the_exporter_serves_gauges_survives_the_authority_and_exits_cleanly(
     authority_process: tuple[subprocess.Popen[str], str, str], tmp_path: Path
 ) -> None:
-    authority_process, base_url, api_key = authority_process
+    process, base_url, api_key = authority_process
     key_file = tmp_path / "key"
     key_file.write_text(api_key + "\n")
     env = {**os.environ, "CYCLES_BASE_URL": base_url, "CYCLES_EXPORTER_SUBJECTS": "tenant=acme"}
@@ -110,11 +110,11 @@ def test_the_exporter_serves_gauges_survives_the_authority_and_exits_cleanly(
             assert series[("cycles_budget_allocated", scope)] == allocated
             assert series[("cycles_budget_over_limit", scope)] == 0
 
-        authority_process.terminate()
-        authority_process.wait(timeout=10)
+        process.terminate()
+        process.wait(timeout=10)
         eventually(
             lambda: ("cycles_budget_remaining", "tenant:acme") not in budget_series(url),
-            "the deleted scope's gauge to go",
+            "the gauge of the stopped authority's scope to go stale",
         )
         after = budget_series(url)
         assert exporter.poll() is None  # still serving

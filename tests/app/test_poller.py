@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.metrics.export import NumberDataPoint
 from runcycles import AsyncCyclesClient, CyclesClient, CyclesResponse  # type: ignore[import-untyped]
 
 from cycles_otel.app import poller as poller_module
@@ -44,9 +45,10 @@ def polled_key(polled_server: LocalCyclesServer) -> str:
 
 
 def gauges(telemetry: TelemetryCapture, field: str) -> dict[str, float]:
+    points = telemetry.points(f"cycles.budget.{field}")
+    assert all(isinstance(p, NumberDataPoint) for p in points), points
     return {
-        str(p.attributes["cycles.scope"]): p.value  # type: ignore[index, union-attr]
-        for p in telemetry.points(f"cycles.budget.{field}")
+        str((p.attributes or {})["cycles.scope"]): p.value for p in points if isinstance(p, NumberDataPoint)
     }
 
 
@@ -73,7 +75,7 @@ async def test_every_page_of_every_scope_is_recorded_in_its_unit(
     assert recorded == len(SCOPES)
     assert gauges(telemetry, "remaining") == {scope: ledger[scope].remaining for scope in SCOPES}
     assert gauges(telemetry, "allocated") == {scope: ledger[scope].allocated for scope in SCOPES}
-    assert {p.attributes["cycles.unit"] for p in telemetry.points("cycles.budget.spent")} == {UNIT}  # type: ignore[index]
+    assert {(p.attributes or {})["cycles.unit"] for p in telemetry.points("cycles.budget.spent")} == {UNIT}
     pages = [r for r in polled_server.requests if r.path == "/v1/balances"]
     assert len(pages) == 2 and "cursor=" in pages[1].query
 

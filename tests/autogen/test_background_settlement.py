@@ -37,7 +37,7 @@ async def test_create_answers_before_the_commit_lands_and_close_waits_for_it(
         agent="bot",
         settle_in_background=True,
     )
-    commit = hold(authority.server, "commit")
+    held_commit = hold(authority.server, "commit")
 
     result = await client.create(HELLO)
 
@@ -45,9 +45,9 @@ async def test_create_answers_before_the_commit_lands_and_close_waits_for_it(
     assert statuses(authority) == ["ACTIVE"]  # the commit is still on its way
     assert instrumented_telemetry.spans(sc.SPAN_RESERVATION) == []  # the span ends only when settled
     closing = asyncio.ensure_future(client.close())
-    await commit.arrived_async()
+    await held_commit.arrived_async()
     assert not closing.done(), "close() returned while the commit was still held at the authority"
-    commit.release()
+    held_commit.release()
     await closing
     snap = authority.assert_settled()
     (reservation,) = snap.reservations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from typing import Any
 
 import pytest
 from autogen_agentchat.agents import AssistantAgent
@@ -17,15 +18,15 @@ from cycles_otel.autogen import BudgetedChatCompletionClient
 from cycles_otel.autogen import estimate as estimate_module
 from cycles_otel.testing.fake_openai import FakeOpenAI
 from cycles_otel.testing.telemetry import TelemetryCapture
-from tests.support.budgeted import Authority, budgeted, cost
+from tests.support.budgeted import Authority, budgeted, cost, final_text
 from tests.support.waiting import PATIENCE_S
 
 HELLO = [UserMessage(content="What is budget authority?", source="user")]
 SECRET = "sk-test-never-dump-me"
 
 
-def openai(api: FakeOpenAI, **options: object) -> OpenAIChatCompletionClient:
-    return OpenAIChatCompletionClient(model="gpt-4o", base_url=api.base_url, api_key=SECRET, **options)  # type: ignore[arg-type]
+def openai(api: FakeOpenAI, **options: Any) -> OpenAIChatCompletionClient:
+    return OpenAIChatCompletionClient(model="gpt-4o", base_url=api.base_url, api_key=SECRET, **options)
 
 
 def answered_usage(api: FakeOpenAI) -> list[tuple[int, int]]:
@@ -86,7 +87,7 @@ async def test_a_streaming_assistant_agent_is_governed_with_real_usage(
 
     result = await agent.run(task="Explain budget governance.")
 
-    assert result.messages[-1].content == "Every streamed call is reserved first."
+    assert final_text(result) == "Every streamed call is reserved first."
     ((prompt, completion),) = answered_usage(fake_openai)
     snap = authority.assert_settled()
     assert [(r.status, r.charged) for r in snap.reservations] == [("COMMITTED", cost(prompt, completion))]
@@ -167,11 +168,11 @@ async def test_dump_and_load_round_trip_without_secrets(
     assert loaded.dump_component() == dumped["client"]
     loaded_agent = AssistantAgent.load_component(dumped["agent"])
     loaded_team = RoundRobinGroupChat.load_component(dumped["team"])
-    assert isinstance(loaded_agent._model_client, BudgetedChatCompletionClient)  # type: ignore[attr-defined]
+    assert isinstance(loaded_agent._model_client, BudgetedChatCompletionClient)
 
     fake_openai.script(["Loaded and governed."])
     result = await loaded_team.run(task="Go.")
-    assert result.messages[-1].content == "Loaded and governed."
+    assert final_text(result) == "Loaded and governed."
     snap = authority.assert_settled()
     assert [(r.subject["workflow"], r.reserved) for r in snap.reservations] == [("research", 3_000_000)]
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import pytest
 from autogen_core.models import CreateResult, RequestUsage, UserMessage
+from autogen_ext.models.replay import ReplayChatCompletionClient
 
 from cycles_otel.autogen.estimate import text_tokens
 from cycles_otel.testing.telemetry import TelemetryCapture
@@ -15,7 +16,7 @@ from tests.support.reliability import charged_metric
 HELLO = [UserMessage(content="Tell me about budgets.", source="user")]
 
 
-def streaming(*texts: str) -> object:
+def streaming(*texts: str) -> ReplayChatCompletionClient:
     inner = replay(*texts)
     inner.set_cached_bool_value(False)  # replay streams are "cached" unless told otherwise
     return inner
@@ -28,7 +29,7 @@ async def test_a_stream_without_usage_is_charged_from_counted_tokens_marked_esti
     inner = streaming(text)
     client = budgeted(authority, instrumented_telemetry, inner, estimate_amount=None)
 
-    async def no_usage(*args: object, **kwargs: object) -> AsyncIterator[str | CreateResult]:
+    async def no_usage(*args: object, **kwargs: object) -> AsyncGenerator[str | CreateResult, None]:
         yield text  # a stream whose endpoint was not asked for (or sent no) usage chunk
         yield CreateResult(finish_reason="stop", content=text, usage=RequestUsage(0, 0), cached=False)
 
@@ -56,6 +57,7 @@ async def test_an_abandoned_stream_is_charged_for_what_it_streamed(
     stream = client.create_stream(HELLO)
     first = await stream.__anext__()
     second = await stream.__anext__()
+    assert isinstance(first, str) and isinstance(second, str)
 
     await stream.aclose()
 
@@ -71,7 +73,9 @@ async def test_an_abandoned_stream_is_charged_for_what_it_streamed(
 
 
 def _input_of(telemetry: TelemetryCapture) -> int:
-    return (telemetry.span("chat gpt-4o").attributes or {})["gen_ai.usage.input_tokens"]  # type: ignore[return-value]
+    tokens = (telemetry.span("chat gpt-4o").attributes or {})["gen_ai.usage.input_tokens"]
+    assert isinstance(tokens, int), tokens
+    return tokens
 
 
 async def test_an_error_mid_stream_settles_and_reraises_the_same_error(
@@ -80,11 +84,11 @@ async def test_an_error_mid_stream_settles_and_reraises_the_same_error(
     client = budgeted(authority, instrumented_telemetry, streaming("unused"))
     boom = ConnectionResetError("peer went away")
 
-    async def breaks(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+    async def breaks(*args: object, **kwargs: object) -> AsyncGenerator[str | CreateResult, None]:
         yield "partial answer"
         raise boom
 
-    client.inner.create_stream = breaks  # type: ignore[method-assign,assignment]
+    client.inner.create_stream = breaks  # type: ignore[method-assign]
 
     with pytest.raises(ConnectionResetError) as caught:
         async for _ in client.create_stream(HELLO):

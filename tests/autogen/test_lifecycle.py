@@ -9,8 +9,13 @@ from typing import Any
 import pytest
 from autogen_core.models import CreateResult, UserMessage
 from opentelemetry.context import Context
+from opentelemetry.sdk.metrics.export import (
+    ExponentialHistogramDataPoint,
+    HistogramDataPoint,
+    NumberDataPoint,
+)
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from runcycles import CyclesProtocolError
+from runcycles import CyclesProtocolError  # type: ignore[import-untyped]
 
 from cycles_otel.testing.telemetry import TelemetryCapture
 from tests.support.budgeted import Authority, budgeted, cost, replay, reply
@@ -117,15 +122,17 @@ async def test_each_measurement_points_at_its_own_span(
 
     data = instrumented_telemetry.metric_reader.get_metrics_data()  # once: a collection resets the exemplars
     assert data is not None
-    collected = {
+    collected: dict[str, list[NumberDataPoint | HistogramDataPoint | ExponentialHistogramDataPoint]] = {
         metric.name: list(metric.data.data_points)
         for resource in data.resource_metrics
         for scope in resource.scope_metrics
         for metric in scope.metrics
     }
 
-    def exemplar_spans(metric: str, **labels: str) -> set[int]:
-        points = [p for p in collected[metric] if all(p.attributes.get(k) == v for k, v in labels.items())]
+    def exemplar_spans(metric: str, **labels: str) -> set[int | None]:
+        points = [
+            p for p in collected[metric] if all((p.attributes or {}).get(k) == v for k, v in labels.items())
+        ]
         return {e.span_id for p in points for e in p.exemplars}
 
     assert exemplar_spans("gen_ai.client.operation.duration") == {span_id["chat gpt-4o"]}
@@ -155,7 +162,7 @@ async def test_an_authority_outage_is_an_error_not_a_denial(
     assert not [
         p
         for p in instrumented_telemetry.points("cycles.client.reservations")
-        if p.attributes.get("cycles.decision") == "DENY"
+        if (p.attributes or {}).get("cycles.decision") == "DENY"
     ]
 
 

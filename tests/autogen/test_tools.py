@@ -13,11 +13,11 @@ from autogen_agentchat.messages import ToolCallExecutionEvent
 from autogen_agentchat.teams import RoundRobinGroupChat, Swarm
 from autogen_core import CancellationToken, FunctionCall
 from autogen_core.tools import FunctionTool, StaticWorkbench
-from runcycles import BudgetExceededError
+from runcycles import BudgetExceededError  # type: ignore[import-untyped]
 
 from cycles_otel.autogen import BudgetedTool, BudgetedWorkbench, budgeted_tools
 from cycles_otel.testing.telemetry import SpanNode, TelemetryCapture
-from tests.support.budgeted import USD, Authority, budgeted, replay, reply
+from tests.support.budgeted import USD, Authority, budgeted, final_text, replay, reply
 from tests.support.reliability import charged_metric
 
 SEARCH_ESTIMATE = 50_000
@@ -77,7 +77,7 @@ async def test_a_tool_run_is_reserved_on_the_calling_agent_and_committed_inside_
 
     result = await agent.run(task="Find papers on budgets.")
 
-    assert result.messages[-1].content == "Found 3."
+    assert final_text(result) == "Found 3."
     snap = authority.assert_settled()
     tool_runs = [r for r in snap.reservations if r.action["kind"] == "tool.call"]
     (run,) = tool_runs
@@ -173,7 +173,7 @@ async def test_a_denied_run_answers_the_model_which_recovers(
     (execution,) = [m for m in result.messages if isinstance(m, ToolCallExecutionEvent)]
     (answer,) = execution.content
     assert answer.content.startswith("budget denied: BUDGET_EXCEEDED")
-    assert result.messages[-1].content.startswith("I could not search")
+    assert final_text(result).startswith("I could not search")
     snap = authority.assert_settled()
     assert [r.action["kind"] for r in snap.reservations] == ["llm.completion", "llm.completion"]
 
@@ -185,13 +185,13 @@ async def test_a_denied_run_stops_the_team_with_the_typed_error(
     authority.server.set_budget("tenant:acme/agent:researcher", 40_000)
     inner = replay(calls_search(), reply("never", 1, 1), tools=True)
     model = budgeted(authority, instrumented_telemetry, inner, estimate_amount=1_000)
-    providers = {
-        "tracer_provider": instrumented_telemetry.tracer_provider,
-        "meter_provider": instrumented_telemetry.meter_provider,
-    }
     if through == "workbench":
         workbench = BudgetedWorkbench(
-            StaticWorkbench([search_tool()]), authority.client(), estimate_amount=SEARCH_ESTIMATE, **providers
+            StaticWorkbench([search_tool()]),
+            authority.client(),
+            estimate_amount=SEARCH_ESTIMATE,
+            tracer_provider=instrumented_telemetry.tracer_provider,
+            meter_provider=instrumented_telemetry.meter_provider,
         )
         researcher = AssistantAgent(
             "researcher", model_client=model, workbench=workbench, reflect_on_tool_use=True
@@ -204,8 +204,8 @@ async def test_a_denied_run_stops_the_team_with_the_typed_error(
     with pytest.raises(BudgetExceededError) as caught:
         await team.run(task="Find papers on budgets.")
 
-    assert isinstance(caught.value, RuntimeError)
     assert caught.value.error_code == "BUDGET_EXCEEDED"
+    assert RuntimeError in type(caught.value).__mro__  # AutoGen's own error type too
     denied = [
         s
         for s in instrumented_telemetry.spans("cycles.reservation")

@@ -26,6 +26,8 @@ from tests.support.coexistence_scenario import observe
 from tests.support.paths import REPO, TESTS
 from tests.support.side_venv import ensure
 
+pytestmark = pytest.mark.slow
+
 CALLS = 2
 USD = 100_000_000
 SCENARIO = TESTS / "support" / "coexistence_scenario.py"
@@ -161,8 +163,8 @@ async def test_openinference_suppressed_leaves_the_inference_span_to_ours(
 # --- what every case must show --------------------------------------------------------------------
 def is_inference(span: dict[str, Any]) -> bool:
     """A GenAI inference span (``gen_ai.operation.name=chat``) or an OpenInference LLM span."""
-    attributes = span["attributes"]
-    return (
+    attributes: dict[str, Any] = span["attributes"]
+    return bool(
         attributes.get("gen_ai.operation.name") == "chat"
         or attributes.get("openinference.span.kind") == "LLM"
     )
@@ -196,10 +198,13 @@ def recorded_by(observed: dict[str, Any], metric: str, **attributes: object) -> 
 
 
 def token_sum(observed: dict[str, Any], token_type: str) -> float:
-    return sum(
-        p["value"]
-        for p in observed["points"]
-        if p["metric"] == "gen_ai.client.token.usage" and p["attributes"]["gen_ai.token.type"] == token_type
+    return float(
+        sum(
+            p["value"]
+            for p in observed["points"]
+            if p["metric"] == "gen_ai.client.token.usage"
+            and p["attributes"]["gen_ai.token.type"] == token_type
+        )
     )
 
 

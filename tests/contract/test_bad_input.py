@@ -275,7 +275,7 @@ CASES: dict[str, BadInput] = {
     ),
     **{
         f"client-{flag.replace('_', '-')}-a-string": BadInput(
-            governed_call(**{flag: text}), flag, "True or False", TypeError
+            governed_call(None, **{flag: text}), flag, "True or False", TypeError
         )
         for flag, text in (
             ("settle_in_background", "false"),

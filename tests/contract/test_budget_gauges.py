@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -39,7 +39,8 @@ class Readers:
                         for point in metric.data.data_points:
                             key = (metric.name, frozenset((point.attributes or {}).items()))
                             assert key not in series, f"duplicate observation {key}"
-                            series[key] = point.value  # type: ignore[union-attr]
+                            assert isinstance(point, NumberDataPoint), point  # gauges only
+                            series[key] = point.value
         return {(name, frozenset((k, str(v)) for k, v in labels)): v for (name, labels), v in series.items()}
 
     def prometheus_series(self) -> Series:

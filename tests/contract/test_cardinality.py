@@ -82,7 +82,7 @@ def test_the_first_caller_fixes_the_guard_of_a_provider(telemetry: TelemetryCapt
     assert instruments.guard is first
     for scope in ("tenant:a", "tenant:b"):
         instruments.board.update(BalanceReading(scope, "TOKENS", remaining=1, updated_at=time.time()))
-    scopes = {p.attributes["cycles.scope"] for p in telemetry.points("cycles.budget.remaining")}  # type: ignore[index]
+    scopes = {(p.attributes or {})["cycles.scope"] for p in telemetry.points("cycles.budget.remaining")}
     assert scopes == {"tenant:a", OVERFLOW_VALUE}  # still the first guard's limit
 
 

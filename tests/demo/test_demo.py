@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import runcycles
+import runcycles  # type: ignore[import-untyped]
 
 from cycles_otel import semconv as sc
 from cycles_otel.app.cli import main
@@ -22,6 +22,8 @@ from cycles_otel.demo.prometheus_run import EXHAUSTED_ALERT
 from cycles_otel.demo.span_tree import RUNTIME_SPAN_PREFIX
 from tests.support.ci import require_binary
 from tests.support.ports import taken_port
+
+pytestmark = pytest.mark.slow
 
 RESEARCHER_SCOPE = scenario.scope_path(scenario.WORKFLOW, scenario.RESEARCHER)
 

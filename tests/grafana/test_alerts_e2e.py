@@ -60,6 +60,8 @@ from tests.support.grafana import (
 from tests.support.prometheus import Prometheus, zero_hold_copies
 from tests.support.waiting import poll, wait_until
 
+pytestmark = pytest.mark.slow
+
 UNIT = "USD_MICROCENTS"
 MODEL = "gpt-4o"
 REPLY = "The budget pays for one more careful answer."

@@ -62,7 +62,7 @@ def panel_links(panel: dict[str, Any]) -> list[list[dict[str, Any]]]:
 
 def traceql_queries(dashboard: Dashboard) -> dict[str, str]:
     """Every TraceQL query of a dashboard (trace lists and the Explore links), keyed by where it is."""
-    found = {}
+    found: dict[str, str] = {}
     for panel in panels(dashboard):
         where = f"panel {panel.get('id')} {panel.get('title')}"
         if is_trace_list(panel):

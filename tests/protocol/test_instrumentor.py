@@ -10,7 +10,7 @@ import sys
 import textwrap
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from opentelemetry.metrics import (
@@ -137,13 +137,13 @@ class ThrowingMeter(NoOpMeter):
     """A meter whose every synchronous instrument raises when used."""
 
     def create_counter(self, name: str, unit: str = "", description: str = "") -> Counter:
-        return _Throwing()  # type: ignore[return-value]
+        return cast(Counter, _Throwing())
 
     def create_up_down_counter(self, name: str, unit: str = "", description: str = "") -> UpDownCounter:
-        return _Throwing()  # type: ignore[return-value]
+        return cast(UpDownCounter, _Throwing())
 
     def create_histogram(self, name: str, unit: str = "", description: str = "", **kwargs: Any) -> Histogram:
-        return _Throwing()  # type: ignore[return-value]
+        return cast(Histogram, _Throwing())
 
     def create_observable_gauge(
         self, name: str, callbacks: Sequence[CallbackT] | None = None, unit: str = "", description: str = ""
@@ -180,18 +180,16 @@ async def test_broken_telemetry_never_reaches_the_caller(
     returned_by_runcycles: list[Any] = []
     for private in ("_post", "_get"):
         real = getattr(client_class, private)
-        if kind == "sync":
 
-            def spy(self: Any, *args: Any, _real: Any = real) -> Any:
-                returned_by_runcycles.append(_real(self, *args))
-                return returned_by_runcycles[-1]
-        else:
+        def sync_spy(self: Any, *args: Any, _real: Any = real) -> Any:
+            returned_by_runcycles.append(_real(self, *args))
+            return returned_by_runcycles[-1]
 
-            async def spy(self: Any, *args: Any, _real: Any = real) -> Any:  # type: ignore[misc]
-                returned_by_runcycles.append(await _real(self, *args))
-                return returned_by_runcycles[-1]
+        async def async_spy(self: Any, *args: Any, _real: Any = real) -> Any:
+            returned_by_runcycles.append(await _real(self, *args))
+            return returned_by_runcycles[-1]
 
-        monkeypatch.setattr(client_class, private, spy)
+        monkeypatch.setattr(client_class, private, sync_spy if kind == "sync" else async_spy)
 
     instrumentor = CyclesInstrumentor()
     instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=broken_meter_provider)

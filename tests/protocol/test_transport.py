@@ -9,7 +9,7 @@ import threading
 import uuid
 import warnings
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -71,7 +71,7 @@ def config(base_url: str = "http://127.0.0.1:7878") -> CyclesConfig:
         (lambda: AiohttpCyclesClient(config("http://")), ValueError, "CyclesConfig.base_url"),
         (lambda: AiohttpCyclesClient(config(), max_connections=0), ValueError, "max_connections=0"),
         (lambda: AiohttpCyclesClient(config(), max_connections=True), ValueError, "max_connections=True"),
-        (lambda: AiohttpCyclesClient(config(), max_connections=2.5), ValueError, "max_connections=2.5"),
+        (lambda: AiohttpCyclesClient(config(), max_connections=2.5), ValueError, "max_connections=2.5"),  # type: ignore[arg-type]
         (lambda: AiohttpCyclesClient(config(), keepalive_seconds=0), ValueError, "keepalive_seconds=0"),
         (lambda: AiohttpCyclesClient(config(), keepalive_seconds=float("inf")), ValueError, "keepalive"),
         (lambda: AiohttpCyclesClient.from_client(config()), TypeError, "from_client(client)"),
@@ -99,13 +99,16 @@ def unclosed_resources(caplog: pytest.LogCaptureFixture) -> Iterator[list[str]]:
 
 
 def test_one_client_serves_event_loops_one_after_the_other(unclosed_resources: list[str]) -> None:
+    def closed(count: int) -> Callable[[RawHttpServer], bool]:
+        return lambda server: server.closed_by_client == count
+
     with RawHttpServer(reply(OK, keep=True)) as server:
         client = AiohttpCyclesClient(config(server.base_url))
         for run in (1, 2, 3):
             response = asyncio.run(client.create_reservation(reserve_body(10)))
             assert response.status == 200
             # The loop's end closed its session, and with it the connection.
-            assert server.wait_until(lambda s, run=run: s.closed_by_client == run)
+            assert server.wait_until(closed(run))
         assert server.connections == 3
         asyncio.run(client.aclose())
     assert unclosed_resources == []

@@ -136,7 +136,7 @@ async def test_a_journaled_commit_is_replayed_by_a_later_process(
             "APP_URL": config.base_url,
             "APP_KEY": config.api_key,
             "APP_JOURNAL": str(tmp_path),
-            "APP_CLIENT": transport.__name__,  # type: ignore[attr-defined]
+            "APP_CLIENT": transport.__name__,
             "APP_RESERVATION": stream.reservation_id,
         }
         done = await asyncio.to_thread(

@@ -16,7 +16,7 @@ from typing import Any
 
 from autogen_core.models import UserMessage
 from autogen_ext.models.openai import OpenAIChatCompletionClient
-from runcycles import AsyncCyclesClient, CyclesConfig
+from runcycles import AsyncCyclesClient, CyclesConfig  # type: ignore[import-untyped]
 
 from cycles_otel.autogen import BudgetedChatCompletionClient
 from cycles_otel.testing.telemetry import TelemetryCapture

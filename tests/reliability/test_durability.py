@@ -21,6 +21,8 @@ from cycles_otel.testing.fake_openai import FakeOpenAI
 from tests.support.paths import REPO
 from tests.support.waiting import eventually
 
+pytestmark = pytest.mark.slow
+
 WORKER = Path(__file__).parent / "governed_worker.py"
 PATIENCE_S = 30.0
 

@@ -29,10 +29,10 @@ from cycles_otel.testing.fake_openai import FakeOpenAI
 from cycles_otel.testing.telemetry import TelemetryCapture
 from tests.support.gates import Gate, hold
 from tests.support.ports import free_port
+from tests.support.protocol import SCOPE
 from tests.support.reliability import (
     HOLD_SECONDS,
     MODEL,
-    SCOPE,
     TTL_MS,
     assert_reconciled,
     assert_spend_accounted,
@@ -43,6 +43,8 @@ from tests.support.reliability import (
     settle,
 )
 from tests.support.waiting import PATIENCE_S
+
+pytestmark = pytest.mark.slow
 
 ESTIMATE, ACTUAL = 5_000, 3_000
 Arm = Callable[[LocalCyclesServer], None]

@@ -30,12 +30,12 @@ from cycles_otel.pricing import PriceTable
 from cycles_otel.testing.authority import LedgerSnapshot, LocalCyclesServer
 from cycles_otel.testing.fake_openai import FakeOpenAI
 from cycles_otel.testing.telemetry import TelemetryCapture
+from tests.support.protocol import SCOPE
 from tests.support.reliability import (
     HOLD_SECONDS,
     MAX_OUTPUT_TOKENS,
     MODEL,
     RECOVERED_ID,
-    SCOPE,
     TTL_MS,
     RetryAfterCyclesServer,
     assert_reconciled,
@@ -48,6 +48,8 @@ from tests.support.reliability import (
     rss_bytes,
     settle,
 )
+
+pytestmark = pytest.mark.slow
 
 CALLS = 1_000
 CONCURRENCY = 8

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from autogen_agentchat.base import TaskResult
+from autogen_agentchat.messages import BaseTextChatMessage
 from autogen_core.models import CreateResult, ModelFamily, ModelInfo, RequestUsage
 from autogen_ext.models.replay import ReplayChatCompletionClient
-from runcycles import AsyncCyclesClient
+from runcycles import AsyncCyclesClient  # type: ignore[import-untyped]
 
 from cycles_otel.autogen import BudgetedChatCompletionClient
 from cycles_otel.pricing import PriceTable
@@ -98,6 +100,13 @@ def budgeted(
 
 def replay(*results: CreateResult | str, tools: bool = False) -> ReplayChatCompletionClient:
     return ReplayChatCompletionClient(list(results), model_info=TOOL_MODEL_INFO if tools else None)
+
+
+def final_text(result: TaskResult) -> str:
+    """The text of a run's last message (a reply or a tool call summary)."""
+    last = result.messages[-1]
+    assert isinstance(last, BaseTextChatMessage), f"the run ended with a {type(last).__name__}"
+    return last.content
 
 
 def reservation_nodes(telemetry: TelemetryCapture) -> list[SpanNode]:

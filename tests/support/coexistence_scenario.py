@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 
 from autogen_agentchat.agents import AssistantAgent
 from autogen_ext.models.openai import OpenAIChatCompletionClient
-from opentelemetry.sdk.metrics.export import HistogramDataPoint
-from runcycles import AsyncCyclesClient, CyclesConfig
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, NumberDataPoint
+from runcycles import AsyncCyclesClient, CyclesConfig  # type: ignore[import-untyped]
 
 import cycles_otel
 from cycles_otel.autogen import BudgetedChatCompletionClient
@@ -94,14 +94,18 @@ def points_of(telemetry: TelemetryCapture) -> list[dict[str, Any]]:
                 if metric.name not in METRICS:
                     continue
                 for point in metric.data.data_points:
-                    histogram = isinstance(point, HistogramDataPoint)
+                    if isinstance(point, HistogramDataPoint):
+                        count, value = point.count, point.sum
+                    else:
+                        assert isinstance(point, NumberDataPoint), point
+                        count, value = None, point.value
                     found.append(
                         {
                             "metric": metric.name,
                             "scope": scope.scope.name,
                             "attributes": {k: _plain(v) for k, v in (point.attributes or {}).items()},
-                            "count": point.count if histogram else None,
-                            "value": point.sum if histogram else point.value,  # type: ignore[union-attr]
+                            "count": count,
+                            "value": value,
                         }
                     )
     return found
@@ -121,15 +125,18 @@ def activate(name: str, telemetry: TelemetryCapture, openai_url: str) -> Callabl
     if name == "none":
         return lambda: None
     if name == "openai-v2":
-        from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+        # Installed in the openai-v2 venv only (see the module docstring).
+        from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor  # type: ignore[import-not-found]
 
         OpenAIInstrumentor().instrument(**providers)
-        return OpenAIInstrumentor().uninstrument
+        undo_openai_v2: Callable[[], None] = OpenAIInstrumentor().uninstrument
+        return undo_openai_v2
     if name == "openinference":
         from openinference.instrumentation.autogen_agentchat import AutogenAgentChatInstrumentor
 
         AutogenAgentChatInstrumentor().instrument(tracer_provider=telemetry.tracer_provider)
-        return AutogenAgentChatInstrumentor().uninstrument
+        undo_openinference: Callable[[], None] = AutogenAgentChatInstrumentor().uninstrument
+        return undo_openinference
     if name == "util-genai":
         return _handler_on_openai(providers, openai_url)
     if name == "util-genai-outer":

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import pytest
-from runcycles import (
+from pydantic import BaseModel
+from runcycles import (  # type: ignore[import-untyped]
     Action,
     Amount,
     BalanceResponse,
@@ -31,12 +32,12 @@ from tests.support.transports import AsyncClientFactory
 from tests.support.waiting import eventually, eventually_async
 
 ACTION = Action(kind="llm.completion", name="gpt-4o")
-Model = TypeVar("Model")
+Model = TypeVar("Model", bound=BaseModel)
 
 
 def _strict(model: type[Model], body: Any) -> Model:
     """Parse a body the way runcycles' lifecycle does: JSON, strict, unknown fields forbidden."""
-    parsed: Model = model.model_validate_json(json.dumps(body), strict=True)  # type: ignore[attr-defined]
+    parsed: Model = model.model_validate_json(json.dumps(body), strict=True)
     return parsed
 
 
@@ -105,7 +106,7 @@ def test_the_sync_decorator_commits_the_actual_cost(cycles_server: LocalCyclesSe
 
     @cycles(
         estimate=5_000, actual=lambda result: len(result) * 100, client=client, action_kind="llm.completion"
-    )
+    )  # type: ignore[untyped-decorator]
     def write(prompt: str) -> str:
         return prompt.upper()
 
@@ -121,14 +122,14 @@ async def test_the_async_decorator_commits_and_a_denial_raises_budget_exceeded(
 ) -> None:
     client = transport(cycles_server.config(acme_key))
 
-    @cycles(estimate=2 * USD, actual=USD, client=client, action_kind="llm.completion", action_name="gpt-4o")
+    @cycles(estimate=2 * USD, actual=USD, client=client, action_kind="llm.completion", action_name="gpt-4o")  # type: ignore[untyped-decorator]
     async def call() -> str:
         return "ok"
 
     assert await call() == "ok"
     assert cycles_server.ledger().scopes["tenant:acme"].spent == USD
 
-    @cycles(estimate=50 * USD, client=client)
+    @cycles(estimate=50 * USD, client=client)  # type: ignore[untyped-decorator]
     async def too_big() -> str:
         raise AssertionError("must not run without a reservation")
 
@@ -210,7 +211,7 @@ def test_a_commit_that_failed_with_500_is_retried_by_runcycles(
     cycles_server.faults.fail("commit", 500)
     client = CyclesClient(cycles_server.config(acme_key))
 
-    @cycles(estimate=1_000, actual=900, client=client)
+    @cycles(estimate=1_000, actual=900, client=client)  # type: ignore[untyped-decorator]
     def work() -> int:
         return 1
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from runcycles import Action, Amount, AsyncCyclesClient, BudgetExceededError, Unit
+import pytest
+from runcycles import Action, Amount, AsyncCyclesClient, BudgetExceededError, Unit  # type: ignore[import-untyped]
 
 from cycles_otel.testing.authority import LocalCyclesServer
+
+pytestmark = pytest.mark.slow
 
 ESTIMATE = 1_000
 FITS = 100  # the budget holds exactly this many estimates

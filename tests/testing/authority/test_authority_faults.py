@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from runcycles import CyclesClient, cycles
+from runcycles import CyclesClient, cycles  # type: ignore[import-untyped]
 
 from cycles_otel.testing.authority import LocalCyclesServer
 from tests.support.raw_api import Api
@@ -49,7 +49,7 @@ def test_runcycles_recovers_a_dropped_create_with_the_same_key(
     cycles_server.faults.drop("reserve")
     with CyclesClient(cycles_server.config(acme_key)) as client:
 
-        @cycles(estimate=100, client=client)
+        @cycles(estimate=100, client=client)  # type: ignore[untyped-decorator]
         def work() -> str:
             return "done"
 

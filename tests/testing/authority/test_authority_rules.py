@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 
 from cycles_otel.testing.authority import LocalCyclesServer
@@ -391,9 +394,11 @@ def test_another_tenants_subject_or_reservation_is_403(
         (lambda b: b.pop("action"), "action"),
     ],
 )
-def test_schema_violations_are_400_naming_the_field(acme_api: Api, mutate: object, field: str) -> None:
+def test_schema_violations_are_400_naming_the_field(
+    acme_api: Api, mutate: Callable[[dict[str, Any]], object], field: str
+) -> None:
     body = reservation(1)
-    mutate(body)  # type: ignore[operator]
+    mutate(body)
     response = acme_api.post("/v1/reservations", body)
     assert response.status_code == 400
     assert response.json()["error"] == "INVALID_REQUEST"

@@ -12,12 +12,15 @@ from cycles_otel.testing.authority import LocalCyclesServer
 from tests.support.ci import require_module
 from tests.support.conformance import load_spec, response_problems
 
-schemathesis = require_module("schemathesis", "pip install -e '.[dev]'")
-from hypothesis import HealthCheck, settings  # noqa: E402  (only with schemathesis)
+require_module("schemathesis", "pip install -e '.[dev]'")
+import schemathesis  # noqa: E402  (only once it is known to be there)
+from hypothesis import HealthCheck, settings  # noqa: E402
 from schemathesis.specs.openapi.checks import (  # noqa: E402
     negative_data_rejection,
     positive_data_acceptance,
 )
+
+pytestmark = pytest.mark.slow
 
 SCHEMA = schemathesis.openapi.from_dict(copy.deepcopy(load_spec()))
 _WINDOW_BOUNDS = ("from", "to", "expires_from", "expires_to", "finalized_from", "finalized_to")
