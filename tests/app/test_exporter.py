@@ -85,6 +85,7 @@ def authority_process() -> Iterator[tuple[subprocess.Popen[str], str, str]]:
             process.stdout.close()
 
 
+@pytest.mark.slow
 def test_the_exporter_serves_gauges_survives_the_authority_and_exits_cleanly(
     authority_process: tuple[subprocess.Popen[str], str, str], tmp_path: Path
 ) -> None:
@@ -131,6 +132,7 @@ def test_the_exporter_serves_gauges_survives_the_authority_and_exits_cleanly(
     assert "Cycles balance poll" in err  # the failures were logged
 
 
+@pytest.mark.slow
 def test_the_standard_runcycles_environment_is_enough(
     authority_process: tuple[subprocess.Popen[str], str, str],
 ) -> None:
@@ -158,6 +160,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_an_exporter_whose_polling_dies_says_so_and_exits_non_zero(
     authority_process: tuple[subprocess.Popen[str], str, str],
 ) -> None:

@@ -21,6 +21,8 @@ from cycles_otel.testing.authority import LocalCyclesServer
 from tests.support.ci import require_binary
 from tests.support.prometheus import Prometheus
 
+pytestmark = pytest.mark.slow
+
 UNIT = "USD_MICROCENTS"
 BUDGETS = {"tenant:acme": 500_000_000, "tenant:acme/workflow:research": 300_000_000}
 

@@ -53,6 +53,7 @@ async def consume_then_cancel(stream: AsyncIterator[object], after_s: float) -> 
     await asyncio.gather(task, return_exceptions=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["create", "create_stream"])
 async def test_a_caller_cancelled_at_any_point_of_settling_still_commits_and_is_counted(
     authority: Authority, instrumented_telemetry: TelemetryCapture, method: str

@@ -240,6 +240,7 @@ def _owner(module: str, owners: dict[str, str]) -> str | None:
     return None
 
 
+@pytest.mark.slow
 def test_every_third_party_import_is_a_declared_dependency_of_its_layer() -> None:
     base, extras = _declared()
     owners = _distribution_of_module()

@@ -24,6 +24,8 @@ from cycles_otel.testing.telemetry import TelemetryCapture
 from tests.support.ports import taken_port
 from tests.support.reliability import MODEL_API_KEY, budgeted_client, governed_authority
 
+pytestmark = pytest.mark.slow
+
 
 @dataclass(frozen=True)
 class Setting:

@@ -70,6 +70,7 @@ def test_each_call_rounds_up_once_to_a_whole_microcent() -> None:
     assert price.cost_microcents(0, 0) == 0
 
 
+@pytest.mark.slow
 def test_one_million_calls_sum_exactly(table: PriceTable) -> None:
     price = ModelPrice("0.15", "0.60", "0.075")
     tiny = table.with_overrides({"tiny": price})

@@ -18,6 +18,8 @@ from cycles_otel.testing.authority import LocalCyclesServer
 from cycles_otel.testing.fake_openai import FakeOpenAI
 from cycles_otel.testing.otlp_receiver import OtlpReceiver
 
+pytestmark = pytest.mark.slow
+
 LOOPBACK = {"127.0.0.1", "::1"}
 _LISTEN = "0A"  # TCP state LISTEN in /proc/net/tcp
 

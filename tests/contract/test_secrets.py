@@ -41,7 +41,10 @@ from tests.support.ports import free_port
 from tests.support.reliability import MAX_OUTPUT_TOKENS, MODEL, MODEL_API_KEY, settle
 
 # The SDK's LoggingHandler is what apps use today; its successor lives in a package we do not depend on.
-pytestmark = pytest.mark.filterwarnings("ignore:`LoggingHandler` in `opentelemetry-sdk` is deprecated")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:`LoggingHandler` in `opentelemetry-sdk` is deprecated"),
+]
 
 CYCLES_API_KEY = "cyc_live_SECRET-CYCLES-KEY-4b8e1f0a9d37c2"
 SECRETS = {"Cycles API key": CYCLES_API_KEY, "model API key": MODEL_API_KEY}

@@ -31,6 +31,8 @@ from tests.support.grafana import (
     rules,
 )
 
+pytestmark = pytest.mark.slow
+
 SEVERITIES = {"critical", "warning", "info"}
 ALERT_NAME = re.compile(r"Cycles(?:[A-Z][a-z0-9]+)+")
 RUNBOOK_PREFIX = DEFAULT_RUNBOOK_URL + "#"

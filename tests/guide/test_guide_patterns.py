@@ -38,6 +38,8 @@ from tests.support.guide import (
     reservation_spans,
 )
 
+pytestmark = pytest.mark.slow
+
 # The one change @cycles on an ``async def`` needs (runcycles raises TypeError for a sync client).
 ASYNC_QUICK_START = (
     (

@@ -244,6 +244,7 @@ def console_spans(stdout: str) -> list[dict[str, Any]]:
     return [span for span in spans if "name" in span]
 
 
+@pytest.mark.slow
 def test_opentelemetry_instrument_traces_a_later_process_that_replays_the_journal(tmp_path: Path) -> None:
     # Without a distro, opentelemetry-instrument configures no SDK and exports nothing.
     require_module("opentelemetry.distro", "pip install opentelemetry-distro==0.66b2")

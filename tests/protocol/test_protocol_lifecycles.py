@@ -22,6 +22,8 @@ from tests.support.protocol import SCOPE, UNIT, hex_ids, instrumentation, runnin
 from tests.support.transports import AsyncClientFactory
 from tests.support.waiting import eventually, eventually_async
 
+pytestmark = pytest.mark.slow
+
 PROTOCOL_SPANS = {sc.SPAN_RESERVE, sc.SPAN_EXTEND, sc.SPAN_COMMIT, sc.SPAN_RELEASE, sc.SPAN_EVENT}
 # runcycles' minimum lease; its heartbeat then extends at once and about every half lease.
 SHORT_TTL_MS = 1_000

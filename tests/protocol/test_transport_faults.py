@@ -30,6 +30,8 @@ from tests.support.protocol import TENANT, UNIT, instrumentation, reserve_body, 
 from tests.support.raw_http import RawHttpServer, json_answer, reply, reset
 from tests.support.reliability import FAST_TIMEOUTS, HOLD_SECONDS
 
+pytestmark = pytest.mark.slow
+
 Client = Any
 Call = Callable[[], Awaitable[Any]]
 IDS = re.compile(r"\b(?:(?:rsv|evt|req)_)?[0-9a-f]{32}\b|\b[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}\b")

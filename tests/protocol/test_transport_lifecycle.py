@@ -20,6 +20,8 @@ from tests.support.protocol import SCOPE, UNIT, running_authority
 from tests.support.transports import AsyncClientFactory
 from tests.support.waiting import eventually_async
 
+pytestmark = pytest.mark.slow
+
 ACTION = Action(kind="llm.completion", name="gpt-4o")
 ESTIMATE = Amount(unit=UNIT, amount=1_000)
 

@@ -20,6 +20,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from cycles_otel.testing.otlp_receiver import DEFAULT_MAX_BYTES, OtlpReceiver
 
+pytestmark = pytest.mark.slow
+
 MIB = 1024 * 1024
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}

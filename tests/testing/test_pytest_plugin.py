@@ -12,6 +12,8 @@ from cycles_otel.testing.otlp_receiver import OtlpReceiver
 from cycles_otel.testing.telemetry import TelemetryCapture
 from tests.support.paths import REPO
 
+pytestmark = pytest.mark.slow
+
 pytest_plugins = ["pytester"]
 
 # Unrelated plugins in this venv cost seconds of start-up; blocking an absent plugin is harmless.

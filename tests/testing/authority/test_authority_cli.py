@@ -59,6 +59,7 @@ def _call(url: str, key: str, body: dict[str, object] | None = None) -> dict[str
         return parsed
 
 
+@pytest.mark.slow
 def test_the_command_serves_until_sigterm(running: tuple[subprocess.Popen[str], dict[str, str]]) -> None:
     process, printed = running
     base, key = printed["CYCLES_BASE_URL"], printed["CYCLES_API_KEY"]
@@ -82,6 +83,7 @@ def test_the_command_serves_until_sigterm(running: tuple[subprocess.Popen[str], 
     stop(process)
 
 
+@pytest.mark.slow
 def test_the_health_probe_answers_up_without_a_key(
     running: tuple[subprocess.Popen[str], dict[str, str]],
 ) -> None:
@@ -91,6 +93,7 @@ def test_the_health_probe_answers_up_without_a_key(
         assert answer.status == 200 and json.loads(answer.read()) == {"status": "UP"}
 
 
+@pytest.mark.slow
 def test_a_stopped_authority_restarts_on_the_same_port_at_once() -> None:
     port = str(free_port())
     for run in range(2):
@@ -110,6 +113,7 @@ def test_a_stopped_authority_restarts_on_the_same_port_at_once() -> None:
                 process.wait(timeout=5)
 
 
+@pytest.mark.slow
 def test_bad_budget_syntax_exits_2_naming_the_flag() -> None:
     result = subprocess.run(
         [*COMMAND, "--port", "0", "--budget", "acme=5"], capture_output=True, text=True, timeout=30
@@ -118,6 +122,7 @@ def test_bad_budget_syntax_exits_2_naming_the_flag() -> None:
     assert "--budget" in result.stderr and "tenant:acme=5USD" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_taken_port_exits_1_with_a_clear_message() -> None:
     with taken_port() as port:
         result = subprocess.run([*COMMAND, "--port", str(port)], capture_output=True, text=True, timeout=30)

@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 from cycles_otel.testing.authority import LocalCyclesServer
 from tests.support.conformance import assert_conforms
 
+pytestmark = pytest.mark.slow
+
 TENANT = "acme"
 BUDGET = 10**12
 POST_PATHS = (
