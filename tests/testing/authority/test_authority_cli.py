@@ -41,7 +41,8 @@ def stop(process: subprocess.Popen[str]) -> None:
 
 
 @pytest.fixture
-def running() -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
+def authority_cli() -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
+    """``cycles-otel authority`` running: the process and the variables it printed."""
     process, printed = start("--port", "0", *BUDGETS)
     yield process, printed
     if process.poll() is None:
@@ -60,8 +61,10 @@ def _call(url: str, key: str, body: dict[str, object] | None = None) -> dict[str
 
 
 @pytest.mark.slow
-def test_the_command_serves_until_sigterm(running: tuple[subprocess.Popen[str], dict[str, str]]) -> None:
-    process, printed = running
+def test_the_command_serves_until_sigterm(
+    authority_cli: tuple[subprocess.Popen[str], dict[str, str]],
+) -> None:
+    process, printed = authority_cli
     base, key = printed["CYCLES_BASE_URL"], printed["CYCLES_API_KEY"]
     created = _call(
         f"{base}/v1/reservations",
@@ -85,10 +88,10 @@ def test_the_command_serves_until_sigterm(running: tuple[subprocess.Popen[str], 
 
 @pytest.mark.slow
 def test_the_health_probe_answers_up_without_a_key(
-    running: tuple[subprocess.Popen[str], dict[str, str]],
+    authority_cli: tuple[subprocess.Popen[str], dict[str, str]],
 ) -> None:
     """``GET /actuator/health`` is the reference server's probe; runcycles' live-server tests poll it."""
-    _, printed = running
+    _, printed = authority_cli
     with urllib.request.urlopen(f"{printed['CYCLES_BASE_URL']}/actuator/health", timeout=5) as answer:
         assert answer.status == 200 and json.loads(answer.read()) == {"status": "UP"}
 
