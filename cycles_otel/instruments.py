@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from collections.abc import Iterable
@@ -34,6 +35,7 @@ PROTOCOL_DURATION_BUCKETS: Final = (
 )  # fmt: skip
 
 METER_NAME: Final = "cycles_otel"
+logger = logging.getLogger(__name__)
 
 
 class Instruments:
@@ -146,12 +148,27 @@ def get_instruments(
     The first call for a provider fixes its cardinality guard (``guard``, or one from the
     environment); later calls pass no guard, or that same one. A different guard raises
     ``ValueError``: swapping it would silently change the labels of every other user of the provider.
+    Instruments made on the global provider before one was set (OpenTelemetry's proxy) are the
+    provider's once ``set_meter_provider()`` gives it to the proxy: the SDK would ignore a second
+    set's callbacks and lose what they count. A guard passed then is not applied, and a warning
+    says so.
     """
     provider = meter_provider or metrics.get_meter_provider()
     with _cache_lock:
         found = _cache.get(provider)
         if found is None:
             meter = provider.get_meter(METER_NAME, __version__, schema_url=SCHEMA_URL)
+            early = _made_on_a_proxy_of(meter, provider)
+            if early is not None:
+                found = _cache[provider] = early
+                if guard is not None and guard is not early.guard:
+                    logger.warning(
+                        "cycles_otel: cardinality guard not applied: instruments were made on the "
+                        "global meter provider before it was set (limit %s); set the MeterProvider "
+                        "(or call configure_telemetry()) before instrumenting",
+                        early.guard.limit,
+                    )
+                return found
             found = _cache[provider] = Instruments(meter, guard)
         elif guard is not None and guard is not found.guard:
             raise ValueError(
@@ -161,3 +178,17 @@ def get_instruments(
                 "first call, or give it a MeterProvider of its own"
             )
         return found
+
+
+def _made_on_a_proxy_of(meter: Meter, provider: MeterProvider) -> Instruments | None:
+    """The instruments made on a provider that now hands out ``provider``'s own meter (the proxy).
+
+    Only a provider with no pipeline of its own can: an SDK provider (it has ``shutdown``) makes
+    its own meters, and is not asked (a shut-down one would log a warning).
+    """
+    for other, instruments in list(_cache.items()):
+        if other is provider or hasattr(other, "shutdown"):
+            continue
+        if other.get_meter(METER_NAME, __version__, schema_url=SCHEMA_URL) is meter:
+            return instruments
+    return None

@@ -363,10 +363,11 @@ def configure_telemetry(
         metric_readers=readers,
         exemplar_filter=None if otlp else AlwaysOffExemplarFilter(),
     )
-    get_instruments(meter_provider, guard)
     if set_global:
         trace.set_tracer_provider(tracer_provider)
         metrics.set_meter_provider(meter_provider)
+    # After the global is set: instruments made on it before (the API's proxy) become this provider's.
+    get_instruments(meter_provider, guard)
     instrumentor = _instrument_cycles(tracer_provider, meter_provider) if instrument_cycles else None
     return TelemetryHandle(
         tracer_provider,
