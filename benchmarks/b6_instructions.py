@@ -95,6 +95,7 @@ def run(scale: Scale) -> BenchResult:
     per_call = {variant: found.per_call for variant, found in counts.items()}
     bare, off, full, v2 = (per_call[v] for v in ("bare", "governed_off", "governed_full", "openai_v2"))
     journaled, floor = per_call["governed_journaled"], per_call["sdk_floor"]
+    wire, lifecycle = per_call["wire_floor"], per_call["runcycles_floor"]
     governance, telemetry, ratio = off - bare, full - off, full / bare
     derived = {
         "governance_added": governance,
@@ -103,6 +104,9 @@ def run(scale: Scale) -> BenchResult:
         "openai_v2_added": v2 - bare,
         "journal_added": journaled - full,
         "sdk_floor_of_telemetry": floor - bare,
+        "governance_wire": wire - bare,
+        "governance_runcycles_lifecycle": lifecycle - wire,
+        "governance_ours": off - lifecycle,
     }
     result = BenchResult(NAME, TITLE, COMMAND, scale.name)
     spans = {variant: found.report["spans_per_call"] for variant, found in counts.items()}
@@ -133,10 +137,25 @@ def run(scale: Scale) -> BenchResult:
         f"{millions(floor)} ({spans['sdk_floor']:g} spans per call)",
     )
     result.add(
+        "(f) bare call + a reserve and a commit on the same transport, nothing around them",
+        "—",
+        millions(wire),
+    )
+    result.add(
+        "(g) bare call inside runcycles' own AsyncStreamReservation on the same transport",
+        "—",
+        millions(lifecycle),
+    )
+    result.add(
         "governance added (b − a)",
         f"<= {added(GOVERNANCE_GOAL)}",
         added(governance),
         governance <= GOVERNANCE_GOAL,
+    )
+    result.add(
+        "of the governance: the wire (f − a) / runcycles' lifecycle (g − f) / our own lifecycle (b − g)",
+        "—",
+        f"{added(wire - bare)} / {added(lifecycle - wire)} / {added(off - lifecycle)}",
     )
     result.add(
         "telemetry added (c − b)",

@@ -25,9 +25,26 @@ from typing import Any, Protocol
 
 from autogen_core.models import ChatCompletionClient, CreateResult
 
-from benchmarks.common import MODEL, PROMPT, SdkTelemetry, governed, noop_providers
+from benchmarks.common import (
+    MODEL,
+    PROMPT,
+    SdkTelemetry,
+    commit_request,
+    governed,
+    noop_providers,
+    reservation_request,
+)
 
-VARIANTS = ("bare", "governed_off", "governed_full", "governed_journaled", "sdk_floor", "openai_v2")
+VARIANTS = (
+    "bare",
+    "wire_floor",
+    "runcycles_floor",
+    "governed_off",
+    "governed_full",
+    "governed_journaled",
+    "sdk_floor",
+    "openai_v2",
+)
 DUMP_LABEL = "measured"
 VERSIONS_OF = ("openai", "autogen-core", "autogen-ext", "opentelemetry-api", "opentelemetry-sdk")
 YARDSTICK_VERSIONS_OF = ("opentelemetry-instrumentation-openai-v2", "opentelemetry-util-genai")
@@ -67,6 +84,8 @@ def build(variant: str, model_url: str) -> Probe:
         return Probe(inner, None)
     if variant == "governed_off":
         return Probe(governed(inner, None, *noop_providers()), None)
+    if variant in ("wire_floor", "runcycles_floor"):
+        return Probe(_ReservedClient(inner, lifecycle=variant == "runcycles_floor"), None)
     sdk = SdkTelemetry.create()
     if variant in ("governed_full", "governed_journaled"):  # journaled: its env turns the journal on
         return Probe(
@@ -100,9 +119,49 @@ class _FloorClient:
         await self._inner.close()
 
 
+class _ReservedClient:
+    """The bare client with a reserve before and a commit after, on the transport governed calls use.
+
+    ``lifecycle``: inside runcycles' own ``AsyncStreamReservation`` (its request building, response
+    checks, heartbeat task and commit retry engine), as a hand-written integration would; otherwise
+    the two protocol calls alone. Either way none of cycles-otel's lifecycle runs: with the bare row
+    they split what governance costs into the wire, runcycles, and ours.
+    """
+
+    def __init__(self, inner: ChatCompletionClient, *, lifecycle: bool) -> None:
+        from runcycles import CyclesConfig  # type: ignore[import-untyped]
+
+        from cycles_otel.protocol.transport import AiohttpCyclesClient
+
+        self._inner, self._lifecycle = inner, lifecycle
+        self._cycles = AiohttpCyclesClient(CyclesConfig.from_env())
+
+    async def create(self, messages: Any) -> CreateResult:
+        if not self._lifecycle:
+            reserved = await self._cycles.create_reservation(reservation_request())
+            result = await self._inner.create(messages)
+            await self._cycles.commit_reservation(
+                reserved.get_body_attribute("reservation_id"), commit_request()
+            )
+            return result
+        from runcycles.streaming import AsyncStreamReservation  # type: ignore[import-untyped]
+
+        request = reservation_request()
+        async with AsyncStreamReservation(
+            self._cycles, subject=request.subject, action=request.action, estimate=request.estimate
+        ) as reservation:
+            result = await self._inner.create(messages)
+            reservation.usage.set_actual_cost(commit_request().actual.amount)
+        return result
+
+    async def close(self) -> None:
+        await self._cycles.aclose()
+        await self._inner.close()
+
+
 def _floor_replay(sdk: SdkTelemetry) -> Callable[[], None]:
     """One governed call's spans and measurements, captured once, replayable on ``sdk`` (see B1)."""
-    from runcycles import AsyncCyclesClient, CyclesConfig  # type: ignore[import-untyped]
+    from runcycles import AsyncCyclesClient, CyclesConfig
 
     from benchmarks.b1_overhead import capture_floor
 

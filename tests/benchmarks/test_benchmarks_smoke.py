@@ -119,9 +119,13 @@ def test_b6_counts_instructions_of_calls_that_really_happened(results: tuple[dic
         "governed_journaled",
         "openai_v2",
         "sdk_floor",
+        "wire_floor",
+        "runcycles_floor",
     }
     # reserving and committing are real work, and so is telemetry: each layer costs instructions
     assert counted["bare"] < counted["governed_off"] < counted["governed_full"]
+    # the wire alone < runcycles' lifecycle on it < ours on runcycles'
+    assert counted["bare"] < counted["wire_floor"] < counted["runcycles_floor"] < counted["governed_off"]
     assert counted["bare"] < counted["openai_v2"]
     assert set(figures["derived"]) == {
         "governance_added",
@@ -130,24 +134,35 @@ def test_b6_counts_instructions_of_calls_that_really_happened(results: tuple[dic
         "openai_v2_added",
         "journal_added",
         "sdk_floor_of_telemetry",
+        "governance_wire",
+        "governance_runcycles_lifecycle",
+        "governance_ours",
     }
     spans = figures["spans_per_call"]
     assert spans["bare"] == spans["governed_off"] == 0  # no-op providers export nothing
+    assert spans["wire_floor"] == spans["runcycles_floor"] == 0
     assert spans["governed_full"] >= 2 and spans["openai_v2"] == 1  # the official instrumentation: 1 span
     assert spans["governed_journaled"] == spans["governed_full"]  # the journal adds no spans
     assert spans["sdk_floor"] == spans["governed_full"]  # the floor replays exactly one governed call's spans
     # the SDK alone cannot cost more than the telemetry that includes it
     assert counted["bare"] < counted["sdk_floor"] < counted["governed_full"]
-    # every call of all six variants reached the fake model; the three governed variants committed each call,
+    # every call of all eight variants reached the fake model; the five that reserve committed each call,
     # and the SDK floor committed the one governed call whose signals it replays
     per_variant = figures["calls"] + figures["warmup"]
-    assert figures["servers"]["model"] == {"completions": 6 * per_variant}
-    assert figures["servers"]["authority"] == {"committed": 3 * per_variant + 1, "active": 0}
+    assert figures["servers"]["model"] == {"completions": 8 * per_variant}
+    assert figures["servers"]["authority"] == {"committed": 5 * per_variant + 1, "active": 0}
     # the yardstick's venv runs the very client the other rows run
     versions = figures["versions"]
     shared = versions["bare"]
     assert all(
         versions[variant] == shared
-        for variant in ("governed_off", "governed_full", "governed_journaled", "sdk_floor")
+        for variant in (
+            "governed_off",
+            "governed_full",
+            "governed_journaled",
+            "sdk_floor",
+            "wire_floor",
+            "runcycles_floor",
+        )
     )
     assert {name: versions["openai_v2"][name] for name in shared} == shared
