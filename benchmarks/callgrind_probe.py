@@ -6,8 +6,8 @@ reach the authority through ``CYCLES_BASE_URL`` / ``CYCLES_API_KEY``: the client
 client, whatever transport the library picks. Prints one JSON line: what the calls exported and the
 package versions they ran on.
 
-Runs in the yardstick venv too (``openai_v2``), where cycles-otel is not installed: it is imported
-only by the governed variants.
+Runs in the openai-v2 venv too (``openai_v2``): cycles-otel is imported only by the governed
+variants, so that row measures the official instrumentation alone.
 """
 
 from __future__ import annotations

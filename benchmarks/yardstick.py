@@ -1,10 +1,13 @@
-"""The yardstick venv: ``opentelemetry-instrumentation-openai-v2`` on the OpenAI client of the project's venv.
+"""The openai-v2 venv: ``opentelemetry-instrumentation-openai-v2`` beside the project and its OpenAI client.
 
-``python -m benchmarks.yardstick`` creates or refreshes ``benchmarks/.venv-openai-v2`` (B6 does too
-when it is missing or stale) and prints its interpreter. It lives apart because the official
-instrumentation needs an old ``opentelemetry-util-genai`` and registers an instrumentor that
-``opentelemetry-instrument`` would pick up in the project's venv. Every package both venvs hold is
-pinned to the project venv's version, so the bare client measured in either is the same code.
+``python -m benchmarks.yardstick`` creates or refreshes ``benchmarks/.venv-openai-v2`` (B6 and
+``tests/coexistence`` do too when it is missing or stale) and prints its interpreter. It lives apart
+because the official instrumentation needs an old ``opentelemetry-util-genai`` and registers an
+instrumentor that ``opentelemetry-instrument`` would pick up in the project's venv. It holds the
+project too (editable, with its ``autogen`` extra): B6 measures the official instrumentation there
+(its probe imports no cycles-otel code for that row), and the coexistence tests run governed calls
+beside it. Every package both venvs hold is pinned to the project venv's version, so the bare client
+measured in either is the same code.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 VENV = HERE / ".venv-openai-v2"
 REQUIREMENTS = HERE / "yardstick-requirements.txt"
 STAMP = VENV / ".installed"
@@ -42,9 +46,10 @@ def constraints() -> str:
 
 
 def ensure() -> Path:
-    """The yardstick's interpreter, after (re)installing it when its requirements or constraints changed."""
+    """The venv's interpreter, after (re)installing it when its requirements, pins or the project changed."""
     pins = constraints()
-    wanted = hashlib.sha256((REQUIREMENTS.read_text() + pins).encode()).hexdigest()
+    sources = REQUIREMENTS.read_text() + pins + (REPO / "pyproject.toml").read_text()
+    wanted = hashlib.sha256(sources.encode()).hexdigest()
     if python().exists() and STAMP.exists() and STAMP.read_text() == wanted:
         return python()
     if not python().exists():
@@ -54,14 +59,14 @@ def ensure() -> Path:
     constraints_file.write_text(pins)
     installed = subprocess.run(
         [str(python()), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "-c", str(constraints_file), "-r", str(REQUIREMENTS)],
+         "-c", str(constraints_file), "-r", str(REQUIREMENTS), "-e", f"{REPO}[autogen]"],
         capture_output=True,
         text=True,
     )  # fmt: skip
     if installed.returncode != 0:
         raise RuntimeError(
-            f"installing the yardstick venv {VENV} from {REQUIREMENTS.name} failed "
-            f"(pip exited {installed.returncode}):\n{installed.stderr[-4000:]}"
+            f"installing the openai-v2 venv {VENV} from {REQUIREMENTS.name} failed "
+            f"(pip exited {installed.returncode}; it needs the package index):\n{installed.stderr[-4000:]}"
         )
     STAMP.write_text(wanted)
     return python()

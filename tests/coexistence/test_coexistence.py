@@ -2,7 +2,8 @@
 
 Real AutoGen ``AssistantAgent`` + real ``OpenAIChatCompletionClient`` against FakeOpenAI, the local
 authority, in-memory exporters. ``opentelemetry-instrumentation-openai-v2`` 2.4b0 needs util-genai
-1.1b0, so its cases run the same scenario in ``tests/.venv-openai-v2`` (built here on first use).
+1.1b0, so its cases run the same scenario in ``benchmarks/.venv-openai-v2``, the venv B6 measures
+that instrumentation in (built here on first use).
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from typing import Any
 import pytest
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
+from benchmarks import yardstick
 from cycles_otel.autogen.telemetry import TRACER_NAME
 from cycles_otel.instruments import METER_NAME
 from cycles_otel.testing.authority import LocalCyclesServer
 from cycles_otel.testing.fake_openai import FakeOpenAI
 from tests.support.coexistence_scenario import observe
 from tests.support.paths import REPO, TESTS
-from tests.support.side_venv import ensure
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +79,7 @@ def settings(cycles_server: LocalCyclesServer, fake_openai: FakeOpenAI) -> dict[
 
 @pytest.fixture(scope="session")
 def openai_v2_python() -> Path:
-    return ensure("openai-v2", Path(__file__).resolve().parent / "openai-v2-requirements.txt")
+    return yardstick.ensure()
 
 
 # --- the cases ----------------------------------------------------------------------------------
